@@ -1,0 +1,1 @@
+"""Video input pipelines: DMVR records, TFDS builders, protocol splits, synthetic data."""

@@ -1,0 +1,21 @@
+# Sourced by the quick-start commands: make sure .venv exists and holds the project
+# (with the extras named in $VICTR_EXTRAS), installing only when setup.py changed.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "[env] creating $ROOT/.venv"
+  "$PY" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
+fi
+extras="${VICTR_EXTRAS:-}"
+stamp=".venv/.victr-installed${extras:+-$extras}"
+want="$(sha256sum setup.py | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[env] installing victr-jax${extras:+[$extras]} into .venv (first run takes a few minutes)"
+  .venv/bin/python -m pip install -q --progress-bar off -e ".${extras:+[$extras]}"
+  .venv/bin/python -m pip check
+  echo "$want" > "$stamp"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"

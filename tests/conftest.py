@@ -1,0 +1,34 @@
+"""Test setup: 8 simulated CPU devices and fixed seeds.
+
+Order matters: the triton guard and XLA_FLAGS must be set before torch, tensorflow or
+jax is imported anywhere (see DESIGN.md section 6).
+"""
+import os
+import sys
+
+# torch 2.14 brings triton, whose LLVM copy clashes with TensorFlow's on CPU-only machines.
+sys.modules.setdefault("triton", None)
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seeds():
+  """Every test starts from the same numpy / python / torch seeds."""
+  random.seed(0)
+  np.random.seed(0)
+  if "torch" in sys.modules:
+    sys.modules["torch"].manual_seed(0)
+  yield
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)

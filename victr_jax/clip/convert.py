@@ -1,0 +1,39 @@
+"""victr-convert-clip SRC DST: any supported CLIP checkpoint -> a Flax checkpoint directory.
+
+DST holds clip_config.json (architecture, activation) and params.msgpack (float32);
+`clip.load(DST)` reads it without torch.
+"""
+import argparse
+import sys
+import time
+
+from victr_jax.clip import checkpoint
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="victr-convert-clip", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("src", help="OpenAI .pt, open_clip .pt/.bin/.safetensors, or a Hugging "
+                 "Face CLIP directory")
+  p.add_argument("dst", help="output directory")
+  p.add_argument("--act", choices=["gelu", "quick_gelu"], default=None,
+                 help="activation, required for open_clip state dicts (they do not record "
+                 "it): gelu unless the model name ends in -quickgelu")
+  p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+  args = p.parse_args(argv)
+  t0 = time.time()
+  try:
+    cfg, params = checkpoint.load_params(args.src, act=args.act)
+    checkpoint.save_converted(cfg, params, args.dst, source=args.src, overwrite=args.overwrite)
+  except (checkpoint.CheckpointError, FileExistsError) as e:
+    print(f"victr-convert-clip: error: {e}", file=sys.stderr)
+    return 2
+  n = sum(x.size for x in __import__("jax").tree.leaves(params))
+  print(f"wrote {args.dst}: {n / 1e6:.2f}M params, act={cfg.act}, image {cfg.image_size}px "
+        f"patch {cfg.patch_size}, vision {cfg.vision_layers}x{cfg.vision_width}, text "
+        f"{cfg.text_layers}x{cfg.text_width}, embed {cfg.embed_dim} ({time.time() - t0:.1f}s)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
