@@ -14,7 +14,10 @@ stamp=".venv/.victr-installed${extras:+-$extras}"
 want="$(sha256sum setup.py | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[env] installing victr-jax${extras:+[$extras]} into .venv (first run takes a few minutes)"
-  .venv/bin/python -m pip install -q --progress-bar off -e ".${extras:+[$extras]}"
+  log=".venv/install.log"
+  if ! .venv/bin/python -m pip install --progress-bar off -e ".${extras:+[$extras]}" >"$log" 2>&1; then
+    tail -n 40 "$log"; echo "[env] pip install failed; full log in $ROOT/$log" >&2; exit 1
+  fi
   .venv/bin/python -m pip check
   echo "$want" > "$stamp"
 fi

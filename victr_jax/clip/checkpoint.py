@@ -229,6 +229,8 @@ def openai_to_flax(sd: dict[str, np.ndarray], expected: dict[tuple, tuple]) -> d
       raise CheckpointError(f"unknown checkpoint key {key!r} (would be Flax param "
                             f"{'/'.join(path)}); the ViT CLIP port has no such parameter")
     value = fn(value) if fn is not None else value
+    if expected.get(path) == () and value.size == 1:  # logit_scale stored as [x]
+      value = value.reshape(())
     if tuple(value.shape) != tuple(expected[path]):
       raise CheckpointError(f"shape mismatch for {key!r}: checkpoint {tuple(value.shape)} "
                             f"(as Flax {'/'.join(path)}), model expects {tuple(expected[path])}")
@@ -357,19 +359,22 @@ def load_params(path: str, act: Optional[str] = None, config: Optional[CLIPConfi
   if act is not None and facts["act"] is not None and act != facts["act"]:
     raise CheckpointError(f"{path}: act={act!r} given, but this {facts['format']} checkpoint "
                           f"uses {facts['act']!r}")
-  act = act or facts["act"]
-  if config is None:
-    try:
-      config = infer_config(sd, act, facts["vision_heads"], facts["text_heads"],
-                            facts["ln_eps"])
-    except CheckpointError as e:
-      raise CheckpointError(f"{path}: {e}") from e
-  config = config.replace(**overrides) if overrides else config
   try:
-    tree = openai_to_flax(sd, expected_shapes(config))
+    return from_state_dict(sd, act or facts["act"], config, vision_heads=facts["vision_heads"],
+                           text_heads=facts["text_heads"], ln_eps=facts["ln_eps"], **overrides)
   except CheckpointError as e:
     raise CheckpointError(f"{path}: {e}") from e
-  return config, tree
+
+
+def from_state_dict(sd: dict[str, Any], act: Optional[str],
+                    config: Optional[CLIPConfig] = None, vision_heads=None, text_heads=None,
+                    ln_eps=None, **overrides) -> tuple[CLIPConfig, dict]:
+  """An in-memory OpenAI/open_clip-named state dict (numpy or torch) -> (config, params)."""
+  sd = _to_numpy(sd)
+  if config is None:
+    config = infer_config(sd, act, vision_heads, text_heads, ln_eps)
+  config = config.replace(**overrides) if overrides else config
+  return config, openai_to_flax(sd, expected_shapes(config))
 
 
 def load(path: str, act: Optional[str] = None, config: Optional[CLIPConfig] = None,

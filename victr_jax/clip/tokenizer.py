@@ -21,8 +21,12 @@ SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 CONTEXT_LENGTH = 77
 NUM_MERGES = 49152 - 256 - 2  # The merges CLIP uses; the vocabulary is 49408 ids.
 
+# open_clip's special-token spellings: these literal strings in a text become SOT / EOT, as
+# in open_clip's SimpleTokenizer (OpenAI's spelled them <|startoftext|>, <|endoftext|>;
+# the ids are the same).
+SPECIAL_TEXT = {"<start_of_text>": SOT, "<end_of_text>": EOT}
 _PIECES = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
+    r"""<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE)
 
 
@@ -65,7 +69,7 @@ class Tokenizer:
     self.byte_encoder = byte_to_unicode()
     self.byte_decoder = {u: b for b, u in self.byte_encoder.items()}
     self.sot_id, self.eot_id = self.encoder[SOT], self.encoder[EOT]
-    self._cache = {SOT: SOT, EOT: EOT}
+    self._cache = {}
 
   @property
   def vocab_size(self) -> int:
@@ -96,6 +100,9 @@ class Tokenizer:
   def encode(self, text: str) -> list[int]:
     ids = []
     for piece in _PIECES.findall(clean(text)):
+      if piece in SPECIAL_TEXT:
+        ids.append(self.encoder[SPECIAL_TEXT[piece]])
+        continue
       piece = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
       ids.extend(self.encoder[u] for u in self.bpe(piece))
     return ids
