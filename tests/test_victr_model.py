@@ -1,0 +1,209 @@
+"""VicTR model properties (DESIGN.md section 4; issue acceptance)."""
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from victr_jax import clip, models
+from victr_jax.models import head as H
+
+T, N, M, K = 4, 3, 4, 3
+CATS = np.array([0, 1, 1, 2], np.int32)
+
+
+def _inputs(rng, b=2):
+  frames = rng.standard_normal((b, T, 32, 32, 3)).astype(np.float32)
+  ct = clip.tokenize(["jumping", "running fast", "a person swimming"])[:, :8]
+  at = clip.tokenize(["a rope", "a pool", "a gym", "outdoors"])[:, :8]
+  return frames, ct, at, CATS
+
+
+class _Jitted:
+  """The model with a jitted apply (tests run compiled, not op by op)."""
+
+  def __init__(self, model):
+    self.module, self.clip_cfg = model, model.clip_cfg
+    self._apply = jax.jit(model.apply, static_argnames=("train",))
+
+  def apply(self, v, *args, train=False):
+    return self._apply(v, *args, train=train)
+
+
+def _build(**head):
+  cfg = models.get_config("tiny")
+  cfg.num_frames = T
+  cfg.head.update(head)
+  model = models.build_model(cfg)
+  return _Jitted(model), models.init(model, num_frames=T, n=N, m=M)
+
+
+def _set_gates(variables, value):
+  p = jax.tree.map(lambda x: x, variables["params"])
+  p["head"]["gate_video"] = jnp.float32(value)
+  p["head"]["gate_text"] = jnp.float32(value)
+  return {"params": p}
+
+
+def test_outputs_and_shapes(rng):
+  model, v = _build()
+  out = model.apply(v, *_inputs(rng))
+  assert out["logits"].shape == (2, N)
+  assert out["video_embedding"].shape == (2, 32) and out["text_embeddings"].shape == (2, N, 32)
+  assert out["aux_embeddings"].shape == (2, M, 32)
+  assert out["category_embeddings"].shape == (2, K, 32)
+  assert out["affinities"].shape == (2, 2, T, N + M)  # initial + 1 layer
+
+
+def test_at_init_logits_equal_clip_frame_average_zero_shot(rng):
+  model, v = _build()
+  frames, ct, at, cats = _inputs(rng)
+  logits = np.asarray(model.apply(v, frames, ct, at, cats)["logits"])
+  cm, cp = clip.CLIP(model.clip_cfg), v["params"]["clip"]
+  f = np.asarray(cm.apply({"params": cp}, frames, method=cm.encode_video), np.float64).mean(1)
+  e = np.asarray(cm.apply({"params": cp}, ct, method=cm.encode_text), np.float64)
+  scale = min(np.exp(float(cp["logit_scale"])), 100.0)
+  f /= np.linalg.norm(f, axis=-1, keepdims=True)
+  e /= np.linalg.norm(e, axis=-1, keepdims=True)
+  np.testing.assert_allclose(logits, scale * f @ e.T, rtol=1e-4, atol=1e-4)
+  # The zero-shot baseline computes the same.
+  zs = _Jitted(models.build_model(dict_update(models.get_config("tiny"), name="clip_zero_shot")))
+  zs_logits = zs.apply({"params": {"clip": cp}}, frames, ct)["logits"]
+  np.testing.assert_allclose(zs_logits, logits, rtol=1e-5, atol=1e-5)
+
+
+def dict_update(cfg, **kw):
+  cfg.update(kw)
+  return cfg
+
+
+def test_text_embeddings_depend_on_the_video(rng):
+  model, v = _build()
+  v = _set_gates(v, 1.0)
+  frames = _inputs(rng)[0]
+  frames[1] = rng.standard_normal(frames[1].shape)
+  za = np.asarray(model.apply(v, frames, *_inputs(rng)[1:])["text_embeddings"])
+  assert np.abs(za[0] - za[1]).max() > 1e-3
+  model_c, _ = _build(text_embedding="clip")
+  za_c = np.asarray(model_c.apply(v, frames, *_inputs(rng)[1:])["text_embeddings"])
+  np.testing.assert_array_equal(za_c[0], za_c[1])
+
+
+def test_permuting_class_prompts_permutes_logits(rng):
+  model, v = _build()
+  v = _set_gates(v, 0.7)
+  v["params"]["gamma"] = jnp.array([0.5, -1.0, 2.0])
+  frames, ct, at, cats = _inputs(rng)
+  perm = np.array([2, 0, 1])
+  a = np.asarray(model.apply(v, frames, ct, at, cats)["logits"])
+  b = np.asarray(model.apply(v, frames, ct[perm], at, cats)["logits"])
+  np.testing.assert_allclose(b, a[:, perm], rtol=1e-4, atol=1e-4)
+
+
+def test_cross_modal_layer_does_not_mix_time_steps(rng):
+  f, e = rng.standard_normal((1, T, 16)), rng.standard_normal((5, 16))
+  layer = H.CrossModalAttention(heads=2)
+
+  def run(f):
+    x = H.token_boost(jnp.asarray(f, jnp.float32), jnp.asarray(e, jnp.float32),
+                      H.initial_affinity(jnp.asarray(f), jnp.asarray(e), "softmax", 10.0))
+    return np.asarray(layer.apply(params, x))
+
+  params = layer.init(jax.random.key(0), jnp.zeros((1, T, 6, 16)))
+  base = run(f)
+  f2 = f.copy()
+  f2[0, 1] += 1.0
+  moved = run(f2)
+  changed = np.abs(moved - base).max(axis=(0, 2, 3))
+  assert changed[1] > 1e-3 and np.all(changed[[0, 2, 3]] == 0)
+
+
+def test_class_set_change_compiles_once_per_shape(rng):
+  model, v = _build()
+  frames, _, at, cats = _inputs(rng, b=1)
+  fwd = jax.jit(lambda v, f, c, a, k: model.module.apply(v, f, c, a, k)["logits"])
+  for n in (5, 3, 5, 3, 400 // 100):
+    out = fwd(v, frames, clip.tokenize([f"class {i}" for i in range(n)])[:, :8], at, cats)
+    assert out.shape == (1, n)
+  assert fwd._cache_size() == 3  # n = 5, 3, 4
+
+
+def _pairwise(space):
+  """A small set of assignments in which every pair of values of two switches occurs."""
+  keys = list(space)
+  uncovered = {(a, va, b, vb) for a, b in itertools.combinations(keys, 2)
+               for va in space[a] for vb in space[b]}
+  rows, rng = [], np.random.default_rng(0)
+  while uncovered:
+    best, best_cov = None, -1
+    for _ in range(200):
+      cand = {k: space[k][rng.integers(len(space[k]))] for k in keys}
+      cov = sum((a, cand[a], b, cand[b]) in uncovered for a, b in itertools.combinations(keys, 2))
+      if cov > best_cov:
+        best, best_cov = cand, cov
+    rows.append(best)
+    uncovered -= {(a, best[a], b, best[b]) for a, b in itertools.combinations(keys, 2)}
+  return rows
+
+
+SWITCHES = {
+    "attention": ["divided", "joint"], "token_boosting": [True, False],
+    "affinity_reweighting": [True, False], "affinity_fn": ["softmax", "sigmoid", "none"],
+    "classifier": ["affinity", "text", "visual"], "aux_text": [True, False],
+    "video_embedding": ["victr", "clip"], "text_embedding": ["victr", "clip"],
+    "gated_residual": [True, False],
+}
+
+
+def _forward_backward(head, rng):
+  model, v = _build(num_classes=N, **head)
+  frames, ct, at, cats = _inputs(rng)
+  labels = jax.nn.one_hot(jnp.array([0, 2]), N)
+
+  def loss(params):
+    logits = model.module.apply({"params": params}, frames, ct, at, cats, train=True)["logits"]
+    return -(labels * jax.nn.log_softmax(logits)).sum(-1).mean()
+
+  value, grads = jax.jit(jax.value_and_grad(loss))(v["params"])
+  assert np.isfinite(float(value))
+  leaves = jax.tree.leaves(grads)
+  assert leaves and all(np.isfinite(np.asarray(g)).all() for g in leaves)
+  gnorm = sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads["clip"]))
+  assert gnorm > 0  # the towers are trained (not frozen by default)
+
+
+@pytest.mark.parametrize("head", _pairwise(SWITCHES), ids=lambda h: "-".join(
+    str(v)[:4] for v in h.values()))
+def test_switch_combinations_all_pairs(head, rng):
+  _forward_backward(head, rng)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", [dict(zip(SWITCHES, c)) for c in itertools.product(*SWITCHES.values())])
+def test_switch_combinations_full_product(head, rng):
+  _forward_backward(head, rng)
+
+
+@pytest.mark.parametrize("name", ["mean_pool", "clip_zero_shot"])
+def test_baselines_forward_backward(name, rng):
+  cfg = models.get_config("tiny")
+  cfg.name = name
+  model = models.build_model(cfg)
+  v = models.init(model, num_frames=T, n=N, m=M)
+  frames, ct, _, _ = _inputs(rng)
+  grads = jax.jit(jax.grad(lambda p: model.apply({"params": p}, frames, ct)["logits"].sum()))(
+      v["params"])
+  total = sum(float(jnp.abs(g).sum()) for g in jax.tree.leaves(grads))
+  assert (total > 0) == (name == "mean_pool")  # zero-shot: towers frozen
+
+
+def test_bad_config_names_the_field():
+  cfg = models.get_config("tiny")
+  cfg.head.attention = "sideways"
+  with pytest.raises(ValueError, match="head.attention"):
+    models.build_model(cfg)
+  cfg = models.get_config("tiny")
+  cfg.head.num_heads = 5
+  with pytest.raises(ValueError, match="head.num_heads"):
+    models.build_model(cfg)

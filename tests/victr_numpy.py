@@ -1,0 +1,151 @@
+"""Independent numpy re-computations of each VicTR operation (float64, explicit loops)."""
+import numpy as np
+
+
+def norm(x):
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def g(cos, fn, scale):
+  cos = np.asarray(cos, np.float64)
+  j = cos.shape[-1]
+  if fn == "softmax":
+    z = np.exp(scale * cos - (scale * cos).max(-1, keepdims=True))
+    return j * z / z.sum(-1, keepdims=True)
+  if fn == "sigmoid":
+    return 2 / (1 + np.exp(-scale * (cos - cos.mean(-1, keepdims=True))))
+  return np.ones_like(cos)
+
+
+def layer_norm(x, p, eps=1e-5):
+  mu = x.mean(-1, keepdims=True)
+  var = ((x - mu) ** 2).mean(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def mha(x, p, heads):
+  """x (L, W); p: in_proj/out_proj kernels and biases. Plain per-head attention."""
+  l, w = x.shape
+  hd = w // heads
+  qkv = x @ p["in_proj"]["kernel"] + p["in_proj"]["bias"]
+  q, k, v = qkv[:, :w], qkv[:, w:2 * w], qkv[:, 2 * w:]
+  out = np.zeros((l, w))
+  for h in range(heads):
+    sl = slice(h * hd, (h + 1) * hd)
+    s = q[:, sl] @ k[:, sl].T / np.sqrt(hd)
+    a = np.exp(s - s.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    out[:, sl] = a @ v[:, sl]
+  return out @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
+
+
+def initial_affinity(f, e, fn, scale):
+  b, t, _ = f.shape
+  out = np.zeros((b, t, e.shape[0]))
+  for i in range(b):
+    for s in range(t):
+      for j in range(e.shape[0]):
+        out[i, s, j] = norm(f[i, s]) @ norm(e[j])
+  return g(out, fn, scale)
+
+
+def token_boost(f, e, a0):
+  b, t, d = f.shape
+  x = np.zeros((b, t, 1 + e.shape[0], d))
+  for i in range(b):
+    for s in range(t):
+      x[i, s, 0] = f[i, s]
+      for j in range(e.shape[0]):
+        x[i, s, 1 + j] = (1.0 if a0 is None else a0[i, s, j]) * e[j]
+  return x
+
+
+def cross_modal(x, p, heads):
+  out = x.copy()
+  for i in range(x.shape[0]):
+    for s in range(x.shape[1]):
+      out[i, s] += mha(layer_norm(x[i, s], p["ln"]), p["attn"], heads)
+  return out
+
+
+def temporal(x, p, heads):
+  out = x.copy()
+  for i in range(x.shape[0]):
+    for n in range(x.shape[2]):
+      out[i, :, n] += mha(layer_norm(x[i, :, n], p["ln"]), p["attn"], heads)
+  return out
+
+
+def joint(x, p, heads):
+  b, t, n, w = x.shape
+  out = x.copy()
+  for i in range(b):
+    out[i] += mha(layer_norm(x[i].reshape(t * n, w), p["ln"]), p["attn"], heads).reshape(t, n, w)
+  return out
+
+
+def affinity_reweight(x, fn, scale):
+  v, s = x[:, :, 0], x[:, :, 1:]
+  sbar = s.mean(axis=1)
+  cos = np.einsum("btw,bjw->btj", norm(v), norm(sbar))
+  a = g(cos, fn, scale)
+  out = x.copy()
+  out[:, :, 1:] = s * a[..., None]
+  return out, a
+
+
+def mlp(x, p):
+  from scipy.special import erf
+  h = x @ p["c_fc"]["kernel"] + p["c_fc"]["bias"]
+  h = 0.5 * h * (1 + erf(h / np.sqrt(2)))
+  return h @ p["c_proj"]["kernel"] + p["c_proj"]["bias"]
+
+
+def aggregate_auxiliary(zv, zx, cats, k, scale):
+  b, m, d = zx.shape
+  zc = np.zeros((b, k, d))
+  for i in range(b):
+    for c in range(k):
+      idx = [j for j in range(m) if cats[j] == c]
+      if not idx:
+        continue
+      logit = np.array([scale * norm(zv[i]) @ norm(zx[i, j]) for j in idx])
+      w = np.exp(logit - logit.max())
+      w /= w.sum()
+      zc[i, c] = sum(wj * zx[i, j] for wj, j in zip(w, idx))
+  return zc
+
+
+def affinity_logits(zv, za, zc, gamma, scale):
+  b, n, _ = za.shape
+  out = np.zeros((b, n))
+  for i in range(b):
+    for c_i in range(n):
+      out[i, c_i] = scale * norm(zv[i]) @ norm(za[i, c_i])
+      if zc is not None:
+        for c in range(zc.shape[1]):
+          out[i, c_i] += gamma[c] * (norm(zv[i]) @ norm(zc[i, c])) * (norm(za[i, c_i]) @ norm(zc[i, c]))
+  return out
+
+
+def head(p, f, e, n, scale, heads, fn="softmax"):
+  """The whole default head (1+ layers, divided attention, gated residual, width D)."""
+  a0 = initial_affinity(f, e, fn, scale)
+  x = token_boost(f, e, a0)
+  x = x + np.concatenate([p["modality_embedding"][:1],
+                          np.repeat(p["modality_embedding"][1:], e.shape[0], 0)])[None, None]
+  x = x + p["temporal_embedding"][None, :, None]
+  affs = [a0]
+  i = 0
+  while f"layers_{i}" in p:
+    lp = p[f"layers_{i}"]
+    x = cross_modal(x, lp["cross_modal"], heads)
+    x = temporal(x, lp["temporal"], heads)
+    x, a = affinity_reweight(x, fn, scale)
+    affs.append(a)
+    x = x + mlp(layer_norm(x, lp["ln_mlp"]), lp["mlp"])
+    i += 1
+  x = layer_norm(x, p["ln_post"]).mean(axis=1)
+  video = f.mean(1) + p["gate_video"] * x[:, 0]
+  text = e[None] + p["gate_text"] * x[:, 1:]
+  return video, text[:, :n], text[:, n:], np.stack(affs)

@@ -1,0 +1,96 @@
+"""Model configs: `get_config('tiny' | 'B/32' | 'B/16' | 'L/14')` -> ml_collections.ConfigDict.
+
+Every choice the paper leaves open is a field here (DESIGN.md section 4); `validate`
+rejects a bad value before anything is built, naming the field.
+"""
+import ml_collections
+
+from victr_jax.clip import config as clip_config
+
+MODEL_NAMES = ("victr", "clip_zero_shot", "mean_pool")
+CHOICES = {
+    "head.attention": ("divided", "joint"),
+    "head.affinity_fn": ("softmax", "sigmoid", "none"),
+    "head.classifier": ("affinity", "text", "visual"),
+    "head.video_embedding": ("victr", "clip"),
+    "head.text_embedding": ("victr", "clip"),
+    "dtype": ("float32", "bfloat16"),
+    "name": MODEL_NAMES,
+}
+_SIZES = {  # model size -> (CLIP preset, head heads)
+    "tiny": ("tiny", 2),
+    "B/32": ("ViT-B/32", 8),
+    "B/16": ("ViT-B/16", 8),
+    "L/14": ("ViT-L/14", 12),
+    "L/14-336": ("ViT-L/14-336", 12),
+}
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  """A VicTR model config for a size ('tiny', 'B/32', 'B/16', 'L/14', 'L/14-336')."""
+  if arg not in _SIZES:
+    raise KeyError(f"unknown model size {arg!r}; known: {sorted(_SIZES)}")
+  clip_name, heads = _SIZES[arg]
+  c = ml_collections.ConfigDict()
+  c.name = "victr"                 # 'victr' | 'clip_zero_shot' | 'mean_pool'
+  c.clip = clip_name               # CLIP preset (architecture; weights come from a checkpoint)
+  c.clip_act = ""                  # '' keeps the preset's activation; or 'gelu' / 'quick_gelu'
+  c.num_frames = 8                 # T the temporal embedding is sized for (others interpolate)
+  c.dtype = "float32"              # compute dtype; params stay float32
+  c.remat = False                  # rematerialise tower blocks (saves activation memory)
+  c.freeze_image_tower = False
+  c.freeze_text_tower = False
+  c.freeze_logit_scale = False
+  c.head = ml_collections.ConfigDict(dict(
+      num_layers=1,
+      num_heads=heads,
+      width=0,                     # 0: the CLIP embedding size D
+      mlp_ratio=4.0,
+      attention="divided",         # 'divided' (cross-modal then temporal) | 'joint'
+      token_boosting=True,
+      affinity_reweighting=True,
+      affinity_fn="softmax",       # g: 'softmax' | 'sigmoid' | 'none'
+      classifier="affinity",       # 'affinity' | 'text' | 'visual'
+      aux_text=True,
+      video_embedding="victr",     # 'victr' | 'clip' (frame mean), paper Table 1
+      text_embedding="victr",      # 'victr' | 'clip', paper Table 1
+      gated_residual=True,         # zero-initialised gate to the CLIP embeddings
+      num_aux_categories=3,        # k
+      num_classes=0,               # only for classifier='visual' (closed set)
+  ))
+  return c
+
+
+def clip_config_of(cfg) -> clip_config.CLIPConfig:
+  over = {"act": cfg.clip_act} if cfg.get("clip_act") else {}
+  return clip_config.get_config(cfg.clip, **over)
+
+
+def validate(cfg) -> None:
+  """Raises ValueError naming the first bad field."""
+  for field, choices in CHOICES.items():
+    value = cfg
+    for part in field.split("."):
+      if part not in value:
+        raise ValueError(f"model config lacks field {field!r}")
+      value = value[part]
+    if value not in choices:
+      raise ValueError(f"model config field {field}={value!r}: expected one of {choices}")
+  try:
+    clip_config_of(cfg)
+  except (KeyError, ValueError) as e:
+    raise ValueError(f"model config field clip={cfg.clip!r} / clip_act: {e}") from e
+  h = cfg.head
+  d = clip_config_of(cfg).embed_dim
+  width = h.width or d
+  for field, value in (("head.num_layers", h.num_layers), ("head.num_heads", h.num_heads),
+                       ("num_frames", cfg.num_frames),
+                       ("head.num_aux_categories", h.num_aux_categories)):
+    if int(value) < 1:
+      raise ValueError(f"model config field {field}={value}: must be >= 1")
+  if width % h.num_heads:
+    raise ValueError(f"model config field head.num_heads={h.num_heads} does not divide the "
+                     f"head width {width}")
+  if h.classifier == "visual" and h.num_classes < 1:
+    raise ValueError("model config field head.num_classes must be set for "
+                     "head.classifier='visual'")

@@ -1,0 +1,246 @@
+"""The VicTR video head, one function or module per operation of the paper.
+
+Notation (DESIGN.md section 4): B videos, T frames, n class prompts, m auxiliary prompts
+in k categories, J = n + m text tokens, D the CLIP embedding size, W the head width.
+`^` is L2 normalisation, `s` the CLIP logit scale.
+
+  initial_affinity      a0[b,t,j] = g(<f^[b,t], e^[j]>)                       (step 1)
+  token_boost           x[b,t,0] = f[b,t];  x[b,t,1+j] = a0[b,t,j] e[j]        (step 2)
+  CrossModalAttention   attention over the 1+J tokens of each (b, t)            (step 3)
+  TemporalAttention     attention over t for each token position, shared        (step 3)
+  affinity_reweight     a[b,t,j] = g(<v^[b,t], sbar^[b,j]>);  s[b,t,j] *= a     (step 3)
+  temporal_pool         mean over t                                             (step 4)
+  aggregate_auxiliary   zc[b,c] = sum_{j in c} softmax_j(s <zv^, zx^[j]>) zx[b,j] (step 5)
+  affinity_logits       s <zv^, za^[i]> + sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]> (step 6)
+"""
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from victr_jax.clip.model import MLP, LayerNorm, MultiheadAttention, l2_normalize
+
+Dtype = Any
+AFFINITY_FNS = ("softmax", "sigmoid", "none")
+_constrain = nn.with_logical_constraint
+_part = nn.with_logical_partitioning
+
+
+def affinity_weights(cos: jax.Array, fn: str, scale) -> jax.Array:
+  """g: cosine affinities (..., J) -> weights (..., J) with mean about 1.
+
+  softmax: J * softmax_j(s * cos)         (mean exactly 1)
+  sigmoid: 2 * sigmoid(s * (cos - mean_j cos))
+  none:    1
+  """
+  cos = cos.astype(jnp.float32)
+  j = cos.shape[-1]
+  if fn == "softmax":
+    return j * jax.nn.softmax(scale * cos, axis=-1)
+  if fn == "sigmoid":
+    return 2.0 * jax.nn.sigmoid(scale * (cos - cos.mean(-1, keepdims=True)))
+  if fn == "none":
+    return jnp.ones_like(cos)
+  raise ValueError(f"affinity_fn={fn!r}: expected one of {AFFINITY_FNS}")
+
+
+def initial_affinity(frames: jax.Array, text: jax.Array, fn: str, scale) -> jax.Array:
+  """a0[b,t,j] = g(<f^[b,t], e^[j]>). frames (B, T, D), text (J, D) -> (B, T, J)."""
+  cos = jnp.einsum("btd,jd->btj", l2_normalize(frames.astype(jnp.float32)),
+                   l2_normalize(text.astype(jnp.float32)))
+  return affinity_weights(cos, fn, scale)
+
+
+def token_boost(frames: jax.Array, text: jax.Array, a0: Optional[jax.Array]) -> jax.Array:
+  """Per video and frame, the visual token beside an affinity-weighted copy of every text
+  token. frames (B, T, D), text (J, D), a0 (B, T, J) or None (boosting off: weight 1)
+  -> tokens (B, T, 1 + J, D)."""
+  b, t, d = frames.shape
+  txt = jnp.broadcast_to(text.astype(frames.dtype), (b, t, *text.shape))
+  if a0 is not None:
+    txt = a0[..., None].astype(frames.dtype) * txt
+  return jnp.concatenate([frames[:, :, None, :], txt], axis=2)
+
+
+class CrossModalAttention(nn.Module):
+  """Pre-LN residual self-attention along the token axis within each time step: the
+  visual token sees all text tokens of its frame and each text token sees that frame's
+  visual token and the other text tokens. Nothing crosses time. (B, T, N, W) -> same."""
+  heads: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, t, n, w = x.shape
+    h = LayerNorm(dtype=self.dtype, name="ln")(x).reshape(b * t, n, w)
+    h = MultiheadAttention(self.heads, dtype=self.dtype, name="attn")(h)
+    return x + h.reshape(b, t, n, w)
+
+
+class TemporalAttention(nn.Module):
+  """Pre-LN residual self-attention along time for each token position, one set of weights
+  shared by the visual and text tokens. (B, T, N, W) -> same."""
+  heads: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, t, n, w = x.shape
+    h = LayerNorm(dtype=self.dtype, name="ln")(x)
+    h = h.transpose(0, 2, 1, 3).reshape(b * n, t, w)
+    h = MultiheadAttention(self.heads, dtype=self.dtype, name="attn")(h)
+    return x + h.reshape(b, n, t, w).transpose(0, 2, 1, 3)
+
+
+class JointAttention(nn.Module):
+  """Ablation: one pre-LN residual attention over all T(1+J) tokens of a video."""
+  heads: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, t, n, w = x.shape
+    h = LayerNorm(dtype=self.dtype, name="ln")(x).reshape(b, t * n, w)
+    h = MultiheadAttention(self.heads, dtype=self.dtype, name="attn")(h)
+    return x + h.reshape(b, t, n, w)
+
+
+def affinity_reweight(x: jax.Array, fn: str, scale) -> tuple[jax.Array, jax.Array]:
+  """Split visual v[b,t] = x[b,t,0] and text s[b,t,j] = x[b,t,1+j]; pool text over time
+  sbar[b,j]; a[b,t,j] = g(<v^[b,t], sbar^[b,j]>); s *= a; re-join.
+  x (B, T, 1+J, W) -> (x', a (B, T, J))."""
+  v, s = x[:, :, 0], x[:, :, 1:]
+  sbar = s.astype(jnp.float32).mean(axis=1)
+  cos = jnp.einsum("btw,bjw->btj", l2_normalize(v.astype(jnp.float32)), l2_normalize(sbar))
+  a = affinity_weights(cos, fn, scale)
+  return jnp.concatenate([v[:, :, None], s * a[..., None].astype(s.dtype)], axis=2), a
+
+
+class VicTRLayer(nn.Module):
+  """Cross-modal attention, temporal attention (or one joint attention), affinity
+  re-weighting, MLP. x (B, T, 1+J, W) -> (x', a (B, T, J) or None)."""
+  heads: int
+  mlp_dim: int
+  attention: str = "divided"
+  reweight: bool = True
+  affinity_fn: str = "softmax"
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, scale):
+    x = _constrain(x, ("batch", "time", "tokens", "embed"))
+    if self.attention == "divided":
+      x = CrossModalAttention(self.heads, self.dtype, name="cross_modal")(x)
+      x = TemporalAttention(self.heads, self.dtype, name="temporal")(x)
+    elif self.attention == "joint":
+      x = JointAttention(self.heads, self.dtype, name="joint")(x)
+    else:
+      raise ValueError(f"attention={self.attention!r}: expected 'divided' or 'joint'")
+    a = None
+    if self.reweight:
+      x, a = affinity_reweight(x, self.affinity_fn, scale)
+    b, t, n, w = x.shape
+    h = LayerNorm(dtype=self.dtype, name="ln_mlp")(x).reshape(b, t * n, w)
+    h = MLP(self.mlp_dim, "gelu", self.dtype, name="mlp")(h)
+    return x + h.reshape(b, t, n, w), a
+
+
+def temporal_pool(x: jax.Array) -> jax.Array:
+  """Mean over time: (B, T, ...) -> (B, ...)."""
+  return x.mean(axis=1)
+
+
+def aggregate_auxiliary(zv: jax.Array, zx: jax.Array, categories: jax.Array, k: int,
+                        scale) -> jax.Array:
+  """One embedding per semantic category: zc[b,c] = sum_{j in c} w[b,j] zx[b,j] with
+  w = softmax over the j in c of s <zv^, zx^[j]>. An empty category gives zeros.
+  zv (B, D), zx (B, m, D), categories (m,) int in [0, k) -> zc (B, k, D)."""
+  zv32, zx32 = zv.astype(jnp.float32), zx.astype(jnp.float32)
+  logits = scale * jnp.einsum("bd,bjd->bj", l2_normalize(zv32), l2_normalize(zx32))
+  member = jax.nn.one_hot(categories, k, dtype=jnp.bool_)  # (m, k)
+  masked = jnp.where(member[None], logits[:, :, None], -jnp.inf)  # (B, m, k)
+  mx = jnp.max(masked, axis=1, keepdims=True)
+  e = jnp.where(member[None], jnp.exp(masked - jnp.where(jnp.isfinite(mx), mx, 0.0)), 0.0)
+  w = e / jnp.maximum(e.sum(axis=1, keepdims=True), 1e-30)
+  return jnp.einsum("bjc,bjd->bcd", w, zx32)
+
+
+def affinity_logits(zv: jax.Array, za: jax.Array, zc: Optional[jax.Array],
+                    gamma: Optional[jax.Array], scale) -> jax.Array:
+  """logit[b,i] = s <zv^, za^[i]> + sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]>.
+  zv (B, D), za (B, n, D), zc (B, k, D) or None, gamma (k,) -> (B, n)."""
+  zv, za = l2_normalize(zv.astype(jnp.float32)), l2_normalize(za.astype(jnp.float32))
+  logits = scale * jnp.einsum("bd,bnd->bn", zv, za)
+  if zc is not None:
+    zc = l2_normalize(zc.astype(jnp.float32))
+    video_concept = jnp.einsum("bd,bcd->bc", zv, zc)
+    text_concept = jnp.einsum("bnd,bcd->bnc", za, zc)
+    logits = logits + jnp.einsum("c,bc,bnc->bn", gamma, video_concept, text_concept)
+  return logits
+
+
+class VicTRHead(nn.Module):
+  """The video head. frames (B, T, D) CLIP frame embeddings, text (J, D) CLIP text
+  embeddings of the n class prompts then the m auxiliary ones; `scale` the CLIP scale.
+
+  Returns a dict: video (B, D), action_text (B, n, D), aux_text (B, m, D) and
+  affinities (L+1, B, T, J): the initial affinity and each layer's re-weighting.
+  """
+  num_classes_text: int  # n (static: the class set of this call)
+  num_layers: int = 1
+  num_heads: int = 8
+  width: Optional[int] = None  # None: D
+  mlp_ratio: float = 4.0
+  num_frames: int = 8
+  attention: str = "divided"
+  token_boosting: bool = True
+  affinity_reweighting: bool = True
+  affinity_fn: str = "softmax"
+  gated_residual: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, frames, text, scale):
+    b, t, d = frames.shape
+    w = self.width or d
+    n = self.num_classes_text
+    a0 = initial_affinity(frames, text, self.affinity_fn, scale)
+    x = token_boost(frames.astype(self.dtype), text.astype(self.dtype),
+                    a0 if self.token_boosting else None)  # (B, T, 1+J, D)
+    if w != d:
+      x = nn.Dense(w, dtype=self.dtype, param_dtype=jnp.float32, name="in_proj",
+                   kernel_init=_part(nn.initializers.lecun_normal(), ("proj", "embed")))(x)
+    # Learned modality (visual / text) and temporal position embeddings.
+    modality = self.param("modality_embedding",
+                          _part(nn.initializers.normal(0.02), (None, "embed")), (2, w))
+    time = self.param("temporal_embedding", _part(nn.initializers.normal(0.02), (None, "embed")),
+                      (self.num_frames, w))
+    if t != self.num_frames:
+      time = jax.image.resize(time, (t, w), method="linear")
+    kind = jnp.concatenate([modality[:1], jnp.broadcast_to(modality[1:], (x.shape[2] - 1, w))])
+    x = x + kind[None, None].astype(self.dtype) + time[None, :, None].astype(self.dtype)
+
+    affinities = [a0]
+    for i in range(self.num_layers):
+      x, a = VicTRLayer(self.num_heads, int(w * self.mlp_ratio), self.attention,
+                        self.affinity_reweighting, self.affinity_fn, self.dtype,
+                        name=f"layers_{i}")(x, scale)
+      affinities.append(a if a is not None else jnp.ones_like(a0))
+    x = LayerNorm(dtype=self.dtype, name="ln_post")(x)
+    pooled = temporal_pool(x)  # (B, 1+J, W)
+    if w != d:
+      pooled = nn.Dense(d, dtype=self.dtype, param_dtype=jnp.float32, name="out_proj",
+                        kernel_init=_part(nn.initializers.lecun_normal(), ("embed", "proj")))(
+                            pooled)
+    pooled = pooled.astype(jnp.float32)
+    head_v, head_t = pooled[:, 0], pooled[:, 1:]
+    if self.gated_residual:  # zero-initialised: at init the outputs are CLIP's.
+      gate_v = self.param("gate_video", nn.initializers.zeros, ())
+      gate_t = self.param("gate_text", nn.initializers.zeros, ())
+      video = temporal_pool(frames.astype(jnp.float32)) + gate_v * head_v
+      text_out = text.astype(jnp.float32)[None] + gate_t * head_t
+    else:
+      video, text_out = head_v, head_t
+    return {"video": video, "action_text": text_out[:, :n], "aux_text": text_out[:, n:],
+            "affinities": jnp.stack(affinities)}

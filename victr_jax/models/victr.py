@@ -1,0 +1,92 @@
+"""VicTR: CLIP towers + the video head + the affinity classifier.
+
+  out = model.apply(variables, frames, class_tokens, aux_tokens, aux_categories, train=False)
+
+frames (B, T, H, W, 3) normalised; class_tokens (n, L) int32; aux_tokens (m, L) int32 or
+None; aux_categories (m,) int32 in [0, k). The text tower runs once per call on the n + m
+prompts (not once per video). Outputs: logits (B, n), video_embedding (B, D),
+text_embeddings (B, n, D), aux_embeddings (B, m, D), category_embeddings (B, k, D),
+affinities (L+1, B, T, n+m): the initial affinity and each layer's re-weighting.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from victr_jax.clip.config import CLIPConfig
+from victr_jax.clip.model import CLIP
+from victr_jax.models import head as H
+
+
+def encode_towers(clip: CLIP, cfg, frames, class_tokens, aux_tokens):
+  """CLIP frame embeddings (B, T, D) and text embeddings (n [+ m], D); the frozen towers
+  are cut from the gradient. Returns (frames, text, scale)."""
+  f = clip.encode_video(frames)
+  if aux_tokens is not None:
+    length = max(class_tokens.shape[1], aux_tokens.shape[1])
+    pad = lambda t: jnp.pad(t, ((0, 0), (0, length - t.shape[1])))
+    tokens = jnp.concatenate([pad(class_tokens), pad(aux_tokens)])
+  else:
+    tokens = class_tokens
+  e = clip.encode_text(tokens)
+  if cfg.freeze_image_tower:
+    f = jax.lax.stop_gradient(f)
+  if cfg.freeze_text_tower:
+    e = jax.lax.stop_gradient(e)
+  scale = clip.scale()
+  if cfg.freeze_logit_scale:
+    scale = jax.lax.stop_gradient(scale)
+  return f.astype(jnp.float32), e.astype(jnp.float32), scale
+
+
+class VicTR(nn.Module):
+  """The VicTR model; `cfg` is a frozen models.get_config() dict."""
+  cfg: Any  # ml_collections.FrozenConfigDict
+  clip_cfg: CLIPConfig
+
+  @nn.compact
+  def __call__(self, frames, class_tokens, aux_tokens=None, aux_categories=None,
+               train: bool = False):
+    del train  # No dropout or batch statistics: train and eval apply the same function.
+    cfg, hc = self.cfg, self.cfg.head
+    dtype = jnp.dtype(cfg.dtype)
+    use_aux = hc.aux_text and aux_tokens is not None and aux_tokens.shape[0] > 0
+    clip = CLIP(self.clip_cfg, dtype=dtype, remat=cfg.remat, name="clip")
+    f, e, scale = encode_towers(clip, cfg, frames, class_tokens, aux_tokens if use_aux else None)
+    n = class_tokens.shape[0]
+    b = f.shape[0]
+
+    out = H.VicTRHead(
+        num_classes_text=n, num_layers=hc.num_layers, num_heads=hc.num_heads,
+        width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
+        attention=hc.attention, token_boosting=hc.token_boosting,
+        affinity_reweighting=hc.affinity_reweighting, affinity_fn=hc.affinity_fn,
+        gated_residual=hc.gated_residual, dtype=dtype, name="head")(f, e, scale)
+
+    zv = out["video"] if hc.video_embedding == "victr" else H.temporal_pool(f)
+    if hc.text_embedding == "victr":
+      za, zx = out["action_text"], out["aux_text"]
+    else:  # CLIP's text embeddings: the same for every video.
+      za = jnp.broadcast_to(e[None, :n], (b, n, e.shape[-1]))
+      zx = jnp.broadcast_to(e[None, n:], (b, e.shape[0] - n, e.shape[-1]))
+
+    zc = None
+    if hc.classifier == "affinity":
+      gamma = None
+      if use_aux:
+        zc = H.aggregate_auxiliary(zv, zx, aux_categories, hc.num_aux_categories, scale)
+        gamma = self.param("gamma", nn.initializers.zeros, (hc.num_aux_categories,))
+      logits = H.affinity_logits(zv, za, zc, gamma, scale)
+    elif hc.classifier == "text":  # A shared linear scorer on each conditioned class text.
+      logits = nn.Dense(1, name="text_scorer")(za)[..., 0]
+    elif hc.classifier == "visual":  # Closed set: a linear layer on the video embedding.
+      if n != hc.num_classes:
+        raise ValueError(f"head.classifier='visual' is closed-set with head.num_classes="
+                         f"{hc.num_classes}, but {n} class prompts were given")
+      logits = nn.Dense(hc.num_classes, name="visual_classifier")(zv)
+    else:
+      raise ValueError(f"head.classifier={hc.classifier!r}")
+    return {"logits": logits, "video_embedding": zv, "text_embeddings": za,
+            "aux_embeddings": zx, "category_embeddings": zc, "affinities": out["affinities"]}
