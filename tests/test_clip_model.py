@@ -54,7 +54,8 @@ def test_logical_axis_names_on_params():
   specs = nn.get_partition_spec(boxed)["params"]
   blk = specs["visual"]["transformer"]["resblocks_0"]
   assert tuple(blk["mlp"]["c_fc"]["kernel"]) == ("embed", "mlp")
-  assert tuple(blk["attn"]["in_proj"]["kernel"]) == ("embed", "qkv")
+  assert tuple(blk["attn"]["in_proj"]["kernel"]) == ("embed", "heads")
+  assert tuple(blk["attn"]["out_proj"]["kernel"]) == ("heads", "embed")
   assert tuple(specs["token_embedding"]["embedding"]) == ("vocab", "embed")
 
 
@@ -82,3 +83,13 @@ def test_preprocess_matches_definition():
   np.testing.assert_allclose(x, (crop - clip.MEAN) / clip.STD, atol=1e-6)
   frames = np.zeros((2, 3, 40, 60, 3), np.uint8)
   assert clip.preprocess_images(frames, 32).shape == (2, 3, 32, 32, 3)
+
+
+def test_trimmed_tokens_give_the_same_text_embedding():
+  model, params = _tiny()
+  tokens = clip.tokenize(["a dog", "a person playing the guitar on a stage at night"])
+  short = clip.trim_tokens(tokens)
+  assert short.shape == (2, 16)
+  full = model.apply({"params": params}, tokens, method=model.encode_text)
+  trimmed = model.apply({"params": params}, short, method=model.encode_text)
+  np.testing.assert_allclose(np.asarray(trimmed), np.asarray(full), atol=1e-5)

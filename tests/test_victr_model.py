@@ -207,3 +207,39 @@ def test_bad_config_names_the_field():
   cfg.head.num_heads = 5
   with pytest.raises(ValueError, match="head.num_heads"):
     models.build_model(cfg)
+
+
+@pytest.mark.parametrize("attention,width,layers", [("divided", 0, 1), ("joint", 48, 2)])
+def test_head_param_formula_counts_the_params(attention, width, layers):
+  from victr_jax.models import cost
+  model, v = _build(attention=attention, width=width, num_layers=layers)
+  got = sum(x.size for x in jax.tree.leaves(v["params"]["head"])) + v["params"]["gamma"].size
+  assert got == cost.head_params(32, width=width, layers=layers, num_frames=T,
+                                 attention=attention, aux_categories=K)
+
+
+def test_logical_axes_shard_over_a_mesh_and_match_one_device(rng):
+  """Parameters and activations carry logical names; mapped onto a 4x2 (data, model) mesh
+  the model gives the single-device result."""
+  import flax.linen as nn
+  from jax.sharding import Mesh
+  cfg = models.get_config("tiny")
+  cfg.num_frames = T
+  model = models.build_model(cfg)
+  frames, ct, at, cats = _inputs(rng, b=4)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), frames, ct, at, cats)
+  specs = nn.get_partition_spec(boxed)["params"]
+  assert tuple(specs["head"]["layers_0"]["mlp"]["c_fc"]["kernel"]) == ("embed", "mlp")
+  v = models.init(model, num_frames=T, n=N, m=M)
+  want = jax.jit(model.apply)(v, frames, ct, at, cats)["logits"]
+
+  rules = (("batch", "data"), ("mlp", "model"), ("heads", "model"), ("embed", None),
+           ("vocab", None), ("time", None), ("tokens", None), ("length", None), ("proj", None))
+  mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
+  with mesh, nn.logical_axis_rules(rules):
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
+    params = jax.device_put(v["params"], shardings)
+    got = jax.jit(model.apply)({"params": params}, frames, ct, at, cats)["logits"]
+  c_fc = params["head"]["layers_0"]["mlp"]["c_fc"]["kernel"]
+  assert c_fc.addressable_shards[0].data.shape[1] == c_fc.shape[1] // 2  # split over 'model'
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)

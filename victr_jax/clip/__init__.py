@@ -9,7 +9,7 @@ from victr_jax.clip.checkpoint import CheckpointError, load, load_params, save_c
 from victr_jax.clip.config import PRESETS, CLIPConfig, get_config
 from victr_jax.clip.model import CLIP, interpolate_pos_embed, l2_normalize, quick_gelu
 from victr_jax.clip.preprocess import MEAN, STD, normalize, preprocess_image, preprocess_images
-from victr_jax.clip.tokenizer import Tokenizer, get_tokenizer, tokenize
+from victr_jax.clip.tokenizer import Tokenizer, get_tokenizer, tokenize, trim_tokens
 from victr_jax.clip.zero_shot import (IMAGE_TEMPLATES, VIDEO_TEMPLATES, class_embeddings,
                                       classify)
 

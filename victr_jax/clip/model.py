@@ -7,7 +7,7 @@ renaming plus transposes. Parameters are float32; `dtype` sets the compute dtype
 (e.g. bfloat16), LayerNorm and softmax statistics stay in float32.
 
 Logical axis names on parameters: 'embed' (tower width), 'mlp' (MLP hidden),
-'qkv' (packed q/k/v output), 'heads_out' (attention output input dim), 'vocab',
+'heads' (the packed q/k/v outputs and the attention output's input: heads x head_dim), 'vocab',
 'proj' (joint embedding). Activations are constrained to ('batch', 'length', 'embed').
 """
 from typing import Any, Callable
@@ -66,10 +66,10 @@ class MultiheadAttention(nn.Module):
   @nn.compact
   def __call__(self, x):
     b, l, w = x.shape
-    qkv = _dense(3 * w, ("embed", "qkv"), self.dtype, "in_proj")(x)
+    qkv = _dense(3 * w, ("embed", "heads"), self.dtype, "in_proj")(x)
     q, k, v = jnp.split(qkv.reshape(b, l, 3 * self.heads, w // self.heads), 3, axis=2)
     out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)  # (B, L, N, H)
-    return _dense(w, ("heads_out", "embed"), self.dtype, "out_proj")(out.reshape(b, l, w))
+    return _dense(w, ("heads", "embed"), self.dtype, "out_proj")(out.reshape(b, l, w))
 
 
 class MLP(nn.Module):

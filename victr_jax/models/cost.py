@@ -1,0 +1,65 @@
+"""Parameter and FLOP counts of the VicTR head as functions of T, n, m, L, D (and W, r).
+
+Notation: J = n + m text tokens, N = 1 + J tokens per frame, W head width (default D),
+r MLP ratio, L layers, k auxiliary categories. FLOPs count a multiply-add as 2 and are
+per video, forward only (a training step is about 3x: forward + backward).
+
+Per layer, divided attention (cross-modal within each frame, then temporal):
+  cross-modal attention   8 T N W^2 + 4 T N^2 W      (q/k/v/out projections; scores, mix)
+  temporal attention      8 T N W^2 + 4 N T^2 W
+  affinity re-weighting   2 T J W
+  MLP                     4 r T N W^2
+Joint attention replaces the two attentions by 8 T N W^2 + 4 (T N)^2 W.
+Outside the layers: initial affinity 2 T J D, in/out projections when W != D
+(2 T N D W + 2 N D W), the classifier 2 (n + m + k n) D.
+
+So the head grows linearly in T and J through the projections and MLP, with quadratic
+terms T N^2 (cross-modal) and N T^2 (temporal); joint attention is quadratic in T N. The
+text tower runs once per step on J prompts (not per video), the image tower once per frame.
+"""
+
+
+def head_params(d: int, *, width: int = 0, layers: int = 1, num_frames: int = 8,
+                mlp_ratio: float = 4.0, attention: str = "divided",
+                aux_categories: int = 0) -> int:
+  """Trainable parameters of the VicTR head (+ gamma when aux_categories > 0)."""
+  w = width or d
+  h = int(w * mlp_ratio)
+  attn = 4 * w * w + 4 * w + 2 * w  # in_proj, out_proj (+ biases), its LayerNorm
+  per_layer = (2 if attention == "divided" else 1) * attn + 2 * w + (2 * w * h + h + w)
+  total = layers * per_layer + 2 * w + num_frames * w + 2 * w + 2  # modality, time, ln_post, gates
+  if w != d:
+    total += (d * w + w) + (w * d + d)
+  return total + aux_categories
+
+
+def head_flops(t: int, n: int, m: int, d: int, *, width: int = 0, layers: int = 1,
+               mlp_ratio: float = 4.0, attention: str = "divided", k: int = 3) -> float:
+  """Forward FLOPs of the head for one video."""
+  w = width or d
+  j = n + m
+  tokens = 1 + j
+  if attention == "divided":
+    attn = 16 * t * tokens * w * w + 4 * t * tokens ** 2 * w + 4 * tokens * t ** 2 * w
+  else:
+    attn = 8 * t * tokens * w * w + 4 * (t * tokens) ** 2 * w
+  per_layer = attn + 2 * t * j * w + 4 * mlp_ratio * t * tokens * w * w
+  total = layers * per_layer + 2 * t * j * d + 2 * (n + m + k * n) * d
+  if w != d:
+    total += 2 * t * tokens * d * w + 2 * tokens * d * w
+  return float(total)
+
+
+def vit_flops(image_size: int, patch: int, width: int, layers: int, mlp: int,
+              embed: int) -> float:
+  """Forward FLOPs of a CLIP image tower for one image."""
+  tokens = (image_size // patch) ** 2 + 1
+  per_layer = 8 * tokens * width * width + 4 * tokens ** 2 * width + 4 * tokens * width * mlp
+  return float(2 * (tokens - 1) * 3 * patch * patch * width + layers * per_layer
+               + 2 * width * embed)
+
+
+def text_flops(length: int, width: int, layers: int, mlp: int, embed: int) -> float:
+  """Forward FLOPs of a CLIP text tower for one prompt of `length` tokens."""
+  per_layer = 8 * length * width * width + 4 * length ** 2 * width + 4 * length * width * mlp
+  return float(layers * per_layer + 2 * width * embed)
