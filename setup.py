@@ -63,13 +63,15 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["victr_jax", "victr_jax.*", "data_pipelines", "data_pipelines.*"]),
-    package_data={"victr_jax.clip": ["*.txt.gz", "LICENSE-*.txt"]},
+    package_data={"victr_jax.clip": ["*.txt.gz", "LICENSE-*.txt"],
+                  "data_pipelines": ["classnames/*.txt", "prompts/*.txt", "prompts/*/*.txt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={
         "console_scripts": [
             "victr-convert-clip=victr_jax.clip.convert:main",
+            "victr-prepare=data_pipelines.prepare:main",
         ],
     },
 )

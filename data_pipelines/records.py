@@ -1,0 +1,247 @@
+"""DMVR-style video records: `tf.train.SequenceExample` in TFRecord or ArrayRecord shards.
+
+Layout (the keys DMVR tools write and read):
+  feature_lists['image/encoded']     one JPEG per frame (a bytes feature per frame)
+  context['clip/label/index']        int64, one or more labels
+  context['clip/label/text']         bytes, the label names (one per label)
+  context['video/id']                bytes, a key for the video (DMVR's own tools write
+                                     'video/filename'; either is read)
+  context['clip/start/timestamp']    int64 microseconds (optional, also end)
+
+Reading is random access over both formats: ArrayRecord natively, TFRecord through an
+index of record offsets built by one scan of each file (`RecordSource`). Writing is atomic
+per shard (`ShardWriter`): records go to a temporary file renamed into place on close, so a
+killed writer never leaves a shard that reads as complete.
+"""
+import dataclasses
+import glob
+import os
+import struct
+from typing import Optional, Sequence
+
+import numpy as np
+
+FRAMES_KEY = "image/encoded"
+LABEL_INDEX_KEY = "clip/label/index"
+LABEL_TEXT_KEY = "clip/label/text"
+ID_KEYS = ("video/id", "video/filename", "clip/key")
+START_KEY, END_KEY = "clip/start/timestamp", "clip/end/timestamp"
+
+
+def _example_pb2():
+  # The protobuf class without importing all of TensorFlow (fast, fork-friendly).
+  from tensorflow.core.example import example_pb2  # pylint: disable=g-import-not-at-top
+  return example_pb2
+
+
+@dataclasses.dataclass
+class VideoRecord:
+  """One decoded record: JPEG frames (not yet decoded) and labels."""
+  frames: list[bytes]
+  labels: list[int]
+  label_texts: list[str] = dataclasses.field(default_factory=list)
+  video_id: str = ""
+  start_us: Optional[int] = None
+  end_us: Optional[int] = None
+
+
+def encode(rec: VideoRecord) -> bytes:
+  """VideoRecord -> serialized SequenceExample."""
+  ex = _example_pb2().SequenceExample()
+  ctx = ex.context.feature
+  ctx[LABEL_INDEX_KEY].int64_list.value[:] = [int(x) for x in rec.labels]
+  if rec.label_texts:
+    ctx[LABEL_TEXT_KEY].bytes_list.value[:] = [t.encode("utf-8") for t in rec.label_texts]
+  if rec.video_id:
+    ctx["video/id"].bytes_list.value[:] = [rec.video_id.encode("utf-8")]
+  if rec.start_us is not None:
+    ctx[START_KEY].int64_list.value[:] = [int(rec.start_us)]
+  if rec.end_us is not None:
+    ctx[END_KEY].int64_list.value[:] = [int(rec.end_us)]
+  frames = ex.feature_lists.feature_list[FRAMES_KEY]
+  for jpeg in rec.frames:
+    frames.feature.add().bytes_list.value.append(jpeg)
+  return ex.SerializeToString()
+
+
+def decode(serialized: bytes, where: str = "record") -> VideoRecord:
+  """Serialized SequenceExample (ours or any DMVR tool's) -> VideoRecord."""
+  ex = _example_pb2().SequenceExample()
+  try:
+    ex.ParseFromString(serialized)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"{where}: not a tf.train.SequenceExample ({e})") from e
+  ctx = ex.context.feature
+  if FRAMES_KEY not in ex.feature_lists.feature_list:
+    raise ValueError(f"{where}: no '{FRAMES_KEY}' feature list")
+  frames = [f.bytes_list.value[0] for f in ex.feature_lists.feature_list[FRAMES_KEY].feature
+            if f.bytes_list.value]
+  labels = list(ctx[LABEL_INDEX_KEY].int64_list.value) if LABEL_INDEX_KEY in ctx else []
+  texts = [t.decode("utf-8", "replace") for t in ctx[LABEL_TEXT_KEY].bytes_list.value] if (
+      LABEL_TEXT_KEY in ctx) else []
+  vid = next((ctx[k].bytes_list.value[0].decode("utf-8", "replace") for k in ID_KEYS
+              if k in ctx and ctx[k].bytes_list.value), "")
+  get = lambda k: int(ctx[k].int64_list.value[0]) if k in ctx and ctx[k].int64_list.value else None
+  return VideoRecord(frames, labels, texts, vid, get(START_KEY), get(END_KEY))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def tfrecord_offsets(path: str) -> np.ndarray:
+  """Byte offsets of every record of a TFRecord file (one scan, headers only).
+
+  Each record is: uint64 length, uint32 crc, data, uint32 crc.
+  """
+  offsets, size = [], os.path.getsize(path)
+  with open(path, "rb") as f:
+    pos = 0
+    while pos < size:
+      head = f.read(12)
+      if len(head) < 12:
+        raise ValueError(f"{path}: truncated TFRecord header at byte {pos}")
+      (length,) = struct.unpack("<Q", head[:8])
+      offsets.append(pos)
+      pos += 12 + length + 4
+      if pos > size:
+        raise ValueError(f"{path}: truncated TFRecord (record at byte {offsets[-1]} runs past "
+                         "the end)")
+      f.seek(pos)
+  return np.asarray(offsets, np.int64)
+
+
+def expand_pattern(pattern: str | Sequence[str]) -> list[str]:
+  """Comma-separated globs or a list of them -> sorted file list (errors if empty)."""
+  pats = pattern.split(",") if isinstance(pattern, str) else list(pattern)
+  files = sorted({f for p in pats for f in glob.glob(p.strip())})
+  if not files:
+    raise FileNotFoundError(f"no record files match {pattern!r}")
+  return files
+
+
+def file_format(path: str) -> str:
+  return "array_record" if ".array_record" in os.path.basename(path) else "tfrecord"
+
+
+class RecordSource:
+  """Random access over the serialized records of TFRecord and/or ArrayRecord shards.
+
+  len(source), source[i] -> bytes; source.where(i) -> 'file:record' for error messages.
+  Picklable (files are opened lazily per process).
+  """
+
+  def __init__(self, pattern):
+    self.files = expand_pattern(pattern)
+    self._counts, self._index = [], {}
+    for fi, path in enumerate(self.files):
+      if file_format(path) == "tfrecord":
+        self._index[fi] = tfrecord_offsets(path)
+        self._counts.append(len(self._index[fi]))
+      else:
+        reader = self._array_reader(fi)
+        self._counts.append(reader.num_records())
+        reader.close()
+    self._starts = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
+    self._handles = {}
+
+  def _array_reader(self, fi):
+    from array_record.python import array_record_module as arm  # pylint: disable=g-import-not-at-top
+    return arm.ArrayRecordReader(self.files[fi], "readahead_buffer_size:0")
+
+  def __len__(self):
+    return int(self._starts[-1])
+
+  def _locate(self, i):
+    if not 0 <= i < len(self):
+      raise IndexError(f"record {i} out of range [0, {len(self)})")
+    fi = int(np.searchsorted(self._starts, i, side="right") - 1)
+    return fi, int(i - self._starts[fi])
+
+  def where(self, i) -> str:
+    fi, j = self._locate(int(i))
+    return f"{self.files[fi]}:{j}"
+
+  def __getitem__(self, i) -> bytes:
+    fi, j = self._locate(int(i))
+    handle = self._handles.get(fi)
+    if file_format(self.files[fi]) == "array_record":
+      if handle is None:
+        handle = self._handles[fi] = self._array_reader(fi)
+      return handle.read([j])[0]
+    if handle is None:
+      handle = self._handles[fi] = open(self.files[fi], "rb")
+    handle.seek(int(self._index[fi][j]))
+    (length,) = struct.unpack("<Q", handle.read(12)[:8])
+    return handle.read(length)
+
+  def __getstate__(self):
+    return dict(self.__dict__, _handles={})
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class ShardWriter:
+  """Writes one shard atomically: to `path + '.tmp'`, renamed to `path` on close().
+
+  fmt: 'tfrecord' or 'array_record'. Use as a context manager; on an exception the
+  temporary file is removed and `path` is untouched.
+  """
+
+  def __init__(self, path: str, fmt: str = "tfrecord"):
+    self.path, self.fmt, self.tmp = path, fmt, path + ".tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if fmt == "tfrecord":
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      self._w = tf.io.TFRecordWriter(self.tmp)
+    elif fmt == "array_record":
+      from array_record.python import array_record_module as arm  # pylint: disable=g-import-not-at-top
+      self._w = arm.ArrayRecordWriter(self.tmp, "group_size:1")
+    else:
+      raise ValueError(f"record format {fmt!r}: expected 'tfrecord' or 'array_record'")
+    self.count = 0
+
+  def write(self, serialized: bytes):
+    self._w.write(serialized)
+    self.count += 1
+
+  def close(self):
+    self._w.close()
+    os.replace(self.tmp, self.path)
+
+  def abort(self):
+    try:
+      self._w.close()
+    finally:
+      if os.path.exists(self.tmp):
+        os.remove(self.tmp)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, exc_type, *_):
+    if exc_type is None:
+      self.close()
+    else:
+      self.abort()
+
+
+def shard_name(prefix: str, index: int, count: int, fmt: str) -> str:
+  ext = "array_record" if fmt == "array_record" else "tfrecord"
+  return f"{prefix}.{ext}-{index:05d}-of-{count:05d}"
+
+
+def write_shards(records, prefix: str, num_shards: int, fmt: str = "tfrecord") -> list[str]:
+  """Round-robin serialized records into `num_shards` atomic shards; returns the paths."""
+  paths = [shard_name(prefix, i, num_shards, fmt) for i in range(num_shards)]
+  writers = [ShardWriter(p, fmt) for p in paths]
+  try:
+    for i, r in enumerate(records):
+      writers[i % num_shards].write(r if isinstance(r, bytes) else encode(r))
+  except BaseException:
+    for w in writers:
+      w.abort()
+    raise
+  for w in writers:
+    w.close()
+  return paths
