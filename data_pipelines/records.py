@@ -17,6 +17,7 @@ import dataclasses
 import glob
 import os
 import struct
+import threading
 from typing import Optional, Sequence
 
 import numpy as np
@@ -142,7 +143,7 @@ class RecordSource:
         self._counts.append(reader.num_records())
         reader.close()
     self._starts = np.concatenate([[0], np.cumsum(self._counts)]).astype(np.int64)
-    self._handles = {}
+    self._handles, self._lock = {}, threading.Lock()
 
   def _array_reader(self, fi):
     from array_record.python import array_record_module as arm  # pylint: disable=g-import-not-at-top
@@ -162,20 +163,30 @@ class RecordSource:
     return f"{self.files[fi]}:{j}"
 
   def __getitem__(self, i) -> bytes:
+    """Thread-safe: TFRecord by positional reads (os.pread), ArrayRecord under a lock."""
     fi, j = self._locate(int(i))
-    handle = self._handles.get(fi)
     if file_format(self.files[fi]) == "array_record":
-      if handle is None:
-        handle = self._handles[fi] = self._array_reader(fi)
-      return handle.read([j])[0]
-    if handle is None:
-      handle = self._handles[fi] = open(self.files[fi], "rb")
-    handle.seek(int(self._index[fi][j]))
-    (length,) = struct.unpack("<Q", handle.read(12)[:8])
-    return handle.read(length)
+      with self._lock:
+        handle = self._handles.get(fi)
+        if handle is None:
+          handle = self._handles[fi] = self._array_reader(fi)
+        return handle.read([j])[0]
+    fd = self._handles.get(fi)
+    if fd is None:
+      with self._lock:
+        fd = self._handles.setdefault(fi, os.open(self.files[fi], os.O_RDONLY))
+    offset = int(self._index[fi][j])
+    (length,) = struct.unpack("<Q", os.pread(fd, 8, offset))
+    data = os.pread(fd, length, offset + 12)
+    if len(data) != length:
+      raise ValueError(f"{self.files[fi]}:{j}: truncated record")
+    return data
 
   def __getstate__(self):
-    return dict(self.__dict__, _handles={})
+    return {k: v for k, v in self.__dict__.items() if k not in ("_handles", "_lock")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _handles={}, _lock=threading.Lock())
 
 
 # ----------------------------------------------------------------------------- writing
