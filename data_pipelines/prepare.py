@@ -612,10 +612,16 @@ def run_shard(task: dict, progress: Callable[[int], None] = lambda k: None) -> d
 _PROGRESS: Optional[multiprocessing.Queue] = None
 
 
+def _warm_up():
+  """Loads the record protobuf (imports TensorFlow, seconds) before the clock starts."""
+  records.encode(records.VideoRecord([], []))
+
+
 def _init_worker(progress_queue):
-  """Pool initializer: the queue that per-video progress goes to."""
+  """Pool initializer: the queue that per-video progress goes to; TensorFlow loaded."""
   global _PROGRESS
   _PROGRESS = progress_queue
+  _warm_up()
 
 
 def _pool_run_shard(task: dict) -> dict:
@@ -636,6 +642,8 @@ def execute(tasks: list[dict], workers: int, progress: bool) -> None:
   """Runs the shard tasks: in this process (workers <= 1) or in a pool of processes."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   total = sum(len(t["items"]) for t in tasks)
+  if tasks and (workers <= 1 or len(tasks) <= 1):
+    _warm_up()
   with tqdm(total=total, unit="video", desc="victr-prepare", disable=not progress,
             mininterval=0.5, dynamic_ncols=True) as bar:
     if workers <= 1 or len(tasks) <= 1:

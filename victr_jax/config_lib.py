@@ -1,0 +1,173 @@
+"""Config building blocks shared by configs/*.py, and the checks run before any compile.
+
+A config is an ml_collections.ConfigDict with fields:
+  model          models.get_config(size) (+ name, head switches)
+  clip_checkpoint, clip_act   CLIP weights to start from ('' = random init)
+  prompt_template             class prompt, '{}' is the class name
+  aux_vocab      '' (shipped vocabulary), 'synthetic', 'none', or a directory of <category>.txt
+  data           pipeline settings and `train` (a data set, see victr_jax/data.py)
+  evals          name -> data set evaluated (with `group`: sets of one protocol averaged)
+  optim          optimiser (victr_jax/optim.py)
+  num_train_steps or num_epochs (x train records / batch), log/eval/checkpoint cadence,
+  mesh           {data, fsdp, model} sizes (-1: the rest), fsdp_params
+"""
+import math
+import os
+
+import ml_collections
+
+from data_pipelines import records
+from victr_jax import models, sharding
+
+DATA_ROOT = os.environ.get("VICTR_DATA", "/data/victr")
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'dataset=hmdb51,shots=2' -> ConfigDict with typed defaults (big_vision style)."""
+  out = ml_collections.ConfigDict(defaults)
+  for kv in (arg or "").split(","):
+    if not kv.strip():
+      continue
+    if "=" not in kv:
+      raise ValueError(f"config argument {kv!r}: expected key=value")
+    k, v = (s.strip() for s in kv.split("=", 1))
+    if k not in defaults:
+      raise ValueError(f"config argument {k!r} unknown; known: {sorted(defaults)}")
+    typ = type(defaults[k])
+    out[k] = (v.lower() in ("1", "true", "yes")) if typ is bool else typ(v)
+  return out
+
+
+def dataset(source="records", pattern="", classnames="", classes=(), group="", split="",
+            tfds_name="", tfds_split="", data_dir=""):
+  return ml_collections.ConfigDict(dict(
+      source=source, pattern=pattern, classnames=classnames, classes=list(classes), group=group,
+      split=split, tfds_name=tfds_name, tfds_split=tfds_split, data_dir=data_dir))
+
+
+def records_set(path_glob: str, classnames: str, **kw):
+  return dataset("records", pattern=path_glob, classnames=classnames, **kw)
+
+
+def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = models.get_config(model_size)
+  c.clip_checkpoint = ""
+  c.clip_act = ""
+  c.prompt_template = "a video of a person {}."
+  c.aux_vocab = ""
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      train=dataset(), num_frames=8, sampling="stride", stride=2,
+      image_size=c.model.get_ref("clip") and 224, train_aug="random_resized_crop",
+      crop_scale=(0.4, 1.0), flip=True, multi_label=False, num_classes=0, batch_size=64,
+      eval_batch_size=64, num_test_clips=1, num_test_crops=1, seed=0, num_threads=4,
+      synthetic_dir="", synthetic_seed=0, synthetic_per_class={"train": 30, "test": 10},
+      synthetic_frames=16, synthetic_size=64))
+  c.evals = ml_collections.ConfigDict()
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=8e-6, warmup_steps=500, end_lr_ratio=0.0, b1=0.9, b2=0.98, eps=1e-8,
+      weight_decay=0.001, visual_lr_mult=1.0, text_lr_mult=1.0, head_lr_mult=10.0, freeze=(),
+      clip_grad_norm=1.0, grad_accum_steps=1, label_smoothing=0.1, mixup_alpha=0.0))
+  c.num_train_steps = 0
+  c.num_epochs = 10.0
+  c.train_size = 0  # records in the train set; 0: counted at start
+  c.log_every = 50
+  c.eval_every = 0
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1, fsdp_params=True))
+  return c
+
+
+def total_steps(config, train_records: int | None = None) -> int:
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  n = config.train_size or train_records
+  if not n:
+    raise ValueError("config fields num_train_steps / train_size: set num_train_steps, or "
+                     "num_epochs with a train set whose size is known")
+  return max(1, math.ceil(config.num_epochs * n / config.data.batch_size))
+
+
+def _check_keys(cfg, ref, prefix=""):
+  for k in cfg.keys():
+    if prefix in ("evals.",) or (prefix == "data.synthetic_per_class."):
+      continue
+    if k not in ref:
+      raise ValueError(f"config field {prefix}{k} is unknown; known: {sorted(ref.keys())}")
+    if isinstance(cfg[k], ml_collections.ConfigDict) and isinstance(ref[k], ml_collections.ConfigDict):
+      _check_keys(cfg[k], ref[k], f"{prefix}{k}.")
+
+
+def _check_dataset(name, d):
+  ref = dataset()
+  for k in d.keys():
+    if k not in ref:
+      raise ValueError(f"config field {name}.{k} is unknown; known: {sorted(ref.keys())}")
+  if d.source == "records":
+    if not d.pattern:
+      raise ValueError(f"config field {name}.pattern is empty")
+    try:
+      records.expand_pattern(d.pattern)
+    except FileNotFoundError as e:
+      raise ValueError(f"config field {name}.pattern: {e} (prepare the data with victr-prepare, "
+                       "see configs/README.md)") from e
+  elif d.source == "tfds":
+    if not d.tfds_name:
+      raise ValueError(f"config field {name}.tfds_name is empty")
+    if d.data_dir and not os.path.isdir(d.data_dir):
+      raise ValueError(f"config field {name}.data_dir: {d.data_dir} is not a directory")
+  elif d.source == "synthetic":
+    if not d.split:
+      raise ValueError(f"config field {name}.split is empty (train | test)")
+  else:
+    raise ValueError(f"config field {name}.source={d.source!r}: expected records | tfds | synthetic")
+  if not d.classnames:
+    raise ValueError(f"config field {name}.classnames is empty")
+  from victr_jax import data  # pylint: disable=g-import-not-at-top
+  try:
+    names = data.classnames(d.classnames)
+  except (OSError, ValueError, KeyError) as e:
+    raise ValueError(f"config field {name}.classnames={d.classnames!r}: {e}") from e
+  bad = [i for i in d.classes if not 0 <= i < len(names)]
+  if bad:
+    raise ValueError(f"config field {name}.classes has indices {bad[:5]} outside the "
+                     f"{len(names)} classes of {d.classnames}")
+
+
+def check_config(config, mode: str = "train_and_eval") -> None:
+  """Raises ValueError naming the field at fault (before anything is compiled)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if mode not in ("train", "eval", "train_and_eval"):
+    raise ValueError(f"mode={mode!r}: expected train | eval | train_and_eval")
+  _check_keys(config, base())
+  models.validate(config.model)
+  shape = sharding.mesh_shape(config.mesh, jax.device_count())
+  batch_devices = shape[0] * shape[1]
+  d = config.data
+  for field in ("batch_size", "eval_batch_size"):
+    if d[field] % batch_devices or d[field] % jax.process_count():
+      raise ValueError(f"config field data.{field}={d[field]} is not divisible by the "
+                       f"{batch_devices} data x fsdp devices and {jax.process_count()} processes")
+  clip_cfg = models.clip_config_of(config.model)
+  if d.image_size % clip_cfg.patch_size:
+    raise ValueError(f"config field data.image_size={d.image_size} is not a multiple of the "
+                     f"patch size {clip_cfg.patch_size}")
+  for field, choices in (("sampling", ("stride", "segments")),
+                         ("train_aug", ("random_resized_crop", "scale_jitter", "none"))):
+    if d[field] not in choices:
+      raise ValueError(f"config field data.{field}={d[field]!r}: expected one of {choices}")
+  if "{}" not in config.prompt_template:
+    raise ValueError("config field prompt_template has no '{}' for the class name")
+  if config.clip_checkpoint and not os.path.exists(config.clip_checkpoint):
+    raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} does not exist")
+  if mode != "eval":
+    _check_dataset("data.train", d.train)
+  if mode != "train":
+    for name, e in config.evals.items():
+      _check_dataset(f"evals.{name}", e)
+  if any(s == "synthetic" for s in [d.train.source] + [e.source for e in config.evals.values()]):
+    if not d.synthetic_dir:
+      raise ValueError("config field data.synthetic_dir is empty (where synthetic_actions "
+                       "records are written)")

@@ -1,0 +1,306 @@
+"""Classification metrics for video models, designed the scenic way.
+
+Per-batch functions return integer *sums and counts* (never per-batch means), so results
+add up exactly across devices (`jax.lax.psum`), hosts and batches; padded examples are
+excluded by a 0/1 mask. Shapes: B batch, V test views (clips x crops), C classes.
+
+Ranking convention (used everywhere, in jnp and numpy alike, so they agree exactly):
+the rank of class c in a row of scores s is
+  #{j : s_j > s_c} + #{j < c : s_j == s_c},
+i.e. the position of c in a stable descending sort, ties broken towards the lower class
+index (what `argmax` and `jax.lax.top_k` do). Class c is in the top-k iff rank < k, so
+top-k with k >= C is always correct (top-5 with fewer than 5 classes is top-C). Scores are
+assumed finite.
+
+Average precision (multi-label, the Charades mAP) is order independent: tied scores are
+ranked together, so the precision at a positive with score s is
+  #{positives with score >= s} / #{examples with score >= s},
+and AP is the mean of that over the class's positives. This equals
+`sklearn.metrics.average_precision_score` (what PySlowFast uses for Charades), and makes
+merging per-host accumulators exact whatever the order of examples.
+"""
+import os
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+VIEW_AGGREGATIONS = ("mean_probs", "mean_logits", "mean_sigmoid", "max")
+
+
+# View aggregation ------------------------------------------------------------------------
+
+
+def aggregate_views(logits, how: str = "mean_probs"):
+  """Combines the scores of V test views of each video: (B, V, C) -> (B, C).
+
+  how:
+    'mean_probs' (default; alias 'mean'): mean over views of softmax probabilities, as
+      X-CLIP and ViFi-CLIP do (per-view similarity logits -> softmax -> mean).
+    'mean_logits': mean over views of the raw logits (returns logits).
+    'mean_sigmoid': mean over views of sigmoid probabilities (multi-label).
+    'max': max over views of sigmoid probabilities, = sigmoid(max logits) (multi-label).
+  Usable inside jit (`how` must be static). Returns a jax array.
+  """
+  logits = jnp.asarray(logits)
+  if logits.ndim != 3:
+    raise ValueError(f"aggregate_views expects (B, V, C) logits, got {logits.shape}")
+  how = "mean_probs" if how == "mean" else how
+  if how == "mean_probs":
+    return jax.nn.softmax(logits, axis=-1).mean(axis=1)
+  if how == "mean_logits":
+    return logits.mean(axis=1)
+  if how == "mean_sigmoid":
+    return jax.nn.sigmoid(logits).mean(axis=1)
+  if how == "max":
+    return jax.nn.sigmoid(logits.max(axis=1))
+  raise ValueError(f"unknown view aggregation {how!r}; expected one of {VIEW_AGGREGATIONS}")
+
+
+# In-jit per-batch sums -------------------------------------------------------------------
+
+
+def _label_rank(xp, scores, labels):
+  """Rank of each row's label among its scores (see module docstring): (B, C), (B,) -> (B,).
+
+  `xp` is numpy or jax.numpy; labels are clipped into [0, C) so padding labels are safe.
+  """
+  num_classes = scores.shape[-1]
+  labels = xp.clip(labels, 0, num_classes - 1)
+  s_y = xp.take_along_axis(scores, labels[:, None], axis=-1)
+  before = xp.arange(num_classes)[None, :] < labels[:, None]
+  return ((scores > s_y) | ((scores == s_y) & before)).sum(axis=-1)
+
+
+def topk_correct(logits, labels, k: int, mask=None) -> Tuple[jnp.ndarray, jnp.ndarray]:
+  """Single-label top-k hits as (sum, count), int32 scalars; usable inside jit.
+
+  logits: (B, C) scores (logits or probabilities; only the order matters).
+  labels: (B,) int class indices (any value where mask is 0).
+  k: python int (static); k >= C counts every unmasked row as correct.
+  mask: (B,) 1 for real examples, 0 for padding; None means all real.
+  Accuracy = psum(sum) / psum(count) over devices, hosts and batches.
+  """
+  logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+  valid = jnp.ones(labels.shape, bool) if mask is None else jnp.asarray(mask) > 0
+  hit = (_label_rank(jnp, logits, labels) < k) & valid
+  return hit.sum(dtype=jnp.int32), valid.sum(dtype=jnp.int32)
+
+
+# Host-side accumulator -------------------------------------------------------------------
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+  """Rank of every class in every row (stable descending, ties to lower index): (N, C)."""
+  order = np.argsort(-scores, axis=-1, kind="stable")
+  ranks = np.empty_like(order)
+  np.put_along_axis(ranks, order, np.arange(scores.shape[-1])[None, :], axis=-1)
+  return ranks
+
+
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+  """AP of one class: scores (N,), positives (N,) bool -> float (nan if no positive).
+
+  Mean over positives of precision at the positive's score, tied scores ranked together
+  (module docstring); equals sklearn's average_precision_score.
+  """
+  positives = np.asarray(positives, bool)
+  if not positives.any():
+    return float("nan")
+  order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+  s, y = -np.asarray(scores, np.float64)[order], positives[order]
+  # Index of the last member of each example's tie group: all with score >= its score.
+  last = np.searchsorted(s, s, side="right") - 1
+  precision = np.cumsum(y)[last] / (last + 1)
+  return float(precision[y].mean())
+
+
+def _ratio(num, den) -> float:
+  """num / den as a python float, nan when den is 0."""
+  return float(num) / float(den) if den else float("nan")
+
+
+class ClassificationAccumulator:
+  """Accumulates host-side (numpy) predictions for a whole evaluation.
+
+  Single-label: keeps a C x C confusion matrix (rows true class, columns argmax) and
+  top-k hit counts only, so memory does not grow with the data set.
+  Multi-label: keeps all unmasked scores and multi-hot labels (needed for mAP).
+  Combine per-host accumulators with `merge`; read with `result`.
+  """
+
+  def __init__(self, num_classes: int, multi_label: bool = False,
+               topk: Sequence[int] = (1, 5)):
+    """num_classes: C; multi_label: labels are (B, C) multi-hot; topk: reported k's."""
+    self.num_classes, self.multi_label, self.topk = int(num_classes), multi_label, tuple(topk)
+    self.num_examples = 0
+    self.confusion = None if multi_label else np.zeros((num_classes,) * 2, np.int64)
+    self.topk_hits = {k: 0 for k in self.topk}
+    self._scores, self._labels = [], []
+
+  def update(self, scores, labels, mask=None) -> None:
+    """Adds a batch. scores (B, C); labels (B,) int or (B, C) multi-hot; mask (B,) 0/1.
+
+    Rows with mask 0 are ignored entirely (their labels may be anything, e.g. -1).
+    """
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels)
+    if scores.ndim != 2 or scores.shape[1] != self.num_classes:
+      raise ValueError(f"scores must be (B, {self.num_classes}), got {scores.shape}")
+    valid = np.ones(len(scores), bool) if mask is None else np.asarray(mask).reshape(-1) > 0
+    if len(labels) != len(scores) or len(valid) != len(scores):
+      raise ValueError("scores, labels and mask must have the same batch size")
+    scores, labels = scores[valid], labels[valid]
+    if self.multi_label:
+      self._update_multi_label(scores, labels)
+    else:
+      self._update_single_label(scores, labels)
+    self.num_examples += len(scores)
+
+  def _update_single_label(self, scores: np.ndarray, labels: np.ndarray) -> None:
+    """Confusion and top-k counts for unmasked rows: (N, C), (N,) int."""
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f"single-label labels must be (B,) ints, got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+      raise ValueError("single-label labels out of range [0, num_classes)")
+    np.add.at(self.confusion, (labels, scores.argmax(axis=-1)), 1)
+    rank = _label_rank(np, scores, labels)
+    for k in self.topk:
+      self.topk_hits[k] += int((rank < k).sum())
+
+  def _update_multi_label(self, scores: np.ndarray, labels: np.ndarray) -> None:
+    """Stores unmasked rows: (N, C) scores, (N, C) multi-hot labels."""
+    if labels.shape != scores.shape:
+      raise ValueError(f"multi-label labels must be (B, C) multi-hot, got {labels.shape}")
+    self._scores.append(scores)
+    self._labels.append(labels > 0)
+
+  def merge(self, other: "ClassificationAccumulator") -> "ClassificationAccumulator":
+    """Adds `other`'s examples to this accumulator (in place); returns self."""
+    if (other.num_classes, other.multi_label, other.topk) != (
+        self.num_classes, self.multi_label, self.topk):
+      raise ValueError("cannot merge accumulators with different settings")
+    self.num_examples += other.num_examples
+    if self.multi_label:
+      self._scores += other._scores
+      self._labels += other._labels
+    else:
+      self.confusion += other.confusion
+      for k in self.topk:
+        self.topk_hits[k] += other.topk_hits[k]
+    return self
+
+  def arrays(self) -> Tuple[np.ndarray, np.ndarray]:
+    """Multi-label only: all stored (N, C) float64 scores and (N, C) bool labels."""
+    c = self.num_classes
+    if not self._scores:
+      return np.zeros((0, c)), np.zeros((0, c), bool)
+    return np.concatenate(self._scores), np.concatenate(self._labels)
+
+  def result(self) -> Dict[str, float]:
+    """Python floats: 'top{k}' (e.g. top1, top5), 'mean_class_accuracy', 'num_examples'
+    and, multi-label, 'mAP'. Undefined values (nothing to average) are nan."""
+    if self.multi_label:
+      return self._multi_label_result()
+    n, rows = self.num_examples, self.confusion.sum(axis=1)
+    out = {f"top{k}": _ratio(self.topk_hits[k], n) for k in self.topk}
+    present = rows > 0
+    recall = np.diag(self.confusion)[present] / rows[present]
+    out["mean_class_accuracy"] = float(recall.mean()) if present.any() else float("nan")
+    out["num_examples"] = float(n)
+    return out
+
+  def _multi_label_result(self) -> Dict[str, float]:
+    """Multi-label metrics (all over unmasked rows):
+
+    top{k}: hit@k, a positive among the top k, over rows with at least one positive.
+    mean_class_accuracy: per class c with positives, the fraction of its positive rows
+      where c ranks within the row's top |positives| (top-1 recall when single-label),
+      averaged over those classes.
+    mAP: per-class AP over all rows, averaged over classes with at least one positive.
+    """
+    scores, labels = self.arrays()
+    ranks = _ranks(scores)
+    has_pos = labels.any(axis=1)
+    out = {}
+    for k in self.topk:
+      hit = ((ranks < k) & labels).any(axis=1)
+      out[f"top{k}"] = _ratio(hit[has_pos].sum(), has_pos.sum())
+    found = (ranks < labels.sum(axis=1, keepdims=True)) & labels
+    present = labels.any(axis=0)
+    recall = found.sum(axis=0)[present] / labels.sum(axis=0)[present]
+    out["mean_class_accuracy"] = float(recall.mean()) if present.any() else float("nan")
+    aps = [average_precision(scores[:, c], labels[:, c]) for c in np.flatnonzero(present)]
+    out["mAP"] = float(np.mean(aps)) if aps else float("nan")
+    out["num_examples"] = float(self.num_examples)
+    return out
+
+
+# Protocol summaries ----------------------------------------------------------------------
+
+
+def mean_std(values: Iterable[float]) -> Tuple[float, float]:
+  """Mean and *population* std (ddof=0) of per-split results, e.g. 3 splits -> (m, s)."""
+  v = np.asarray(list(values), np.float64)
+  if v.size == 0:
+    raise ValueError("mean_std of no values")
+  return float(v.mean()), float(v.std(ddof=0))
+
+
+def harmonic_mean(a: float, b: float) -> float:
+  """2ab / (a + b), e.g. base-to-novel HM of base and novel accuracy; 0 when a + b == 0."""
+  a, b = float(a), float(b)
+  return 2.0 * a * b / (a + b) if a + b else 0.0
+
+
+# Confusion matrix picture ----------------------------------------------------------------
+
+
+def plot_confusion(matrix, class_names: Optional[Sequence[str]], path: str,
+                   normalize: bool = True, title: Optional[str] = None) -> str:
+  """Writes a PNG of a (C, C) confusion matrix (rows true, columns predicted); returns path.
+
+  normalize: divide each row by its sum (per-class recall; empty rows stay 0).
+  Readable up to ~60 classes: fonts shrink with C, column labels are rotated, cell values
+  are printed only for C <= 20. Uses the Agg canvas directly (no global backend change).
+  """
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  m = np.asarray(matrix, np.float64)
+  c = m.shape[0]
+  if m.shape != (c, c):
+    raise ValueError(f"confusion matrix must be square, got {m.shape}")
+  names = [str(i) for i in range(c)] if class_names is None else [str(s) for s in class_names]
+  if len(names) != c:
+    raise ValueError(f"{len(names)} class names for {c} classes")
+  if normalize:
+    rows = m.sum(axis=1, keepdims=True)
+    m = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+  size = max(6.0, 0.2 * c + 3.0)
+  font = max(4.0, min(10.0, 300.0 / max(c, 1)))
+  fig = Figure(figsize=(size, size), dpi=120)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  im = ax.imshow(m, cmap="Blues", interpolation="nearest", vmin=0.0,
+                 vmax=1.0 if normalize else max(m.max(), 1.0))
+  fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=font)
+  ax.set_xticks(np.arange(c))
+  ax.set_yticks(np.arange(c))
+  ax.set_xticklabels(names, rotation=90, fontsize=font)
+  ax.set_yticklabels(names, fontsize=font)
+  ax.set_xlabel("predicted", fontsize=font + 2)
+  ax.set_ylabel("true", fontsize=font + 2)
+  if title:
+    ax.set_title(title, fontsize=font + 3)
+  if c <= 20:
+    for i, j in np.ndindex(c, c):
+      text = f"{m[i, j]:.2f}" if normalize else f"{int(m[i, j])}"
+      ax.text(j, i, text, ha="center", va="center", fontsize=font - 1,
+              color="white" if m[i, j] > 0.5 * (im.norm.vmax or 1) else "black")
+  fig.tight_layout()
+  if os.path.dirname(path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, format="png")
+  return path

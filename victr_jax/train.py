@@ -1,0 +1,298 @@
+"""The trainer: config in, trained and evaluated model out. Reads top to bottom.
+
+  run(config, workdir, mode)   mode: 'train' | 'eval' | 'train_and_eval'
+
+One code path for 1 CPU, 8 devices and many hosts: a device mesh from the config, logical
+axis rules for parameters and activations, `jax.jit` with explicit shardings and donated
+state, per-host batches assembled into global arrays. State (params, optimiser, step, RNG)
+and the input iterator's position are checkpointed with orbax (asynchronous, keep-N,
+never a half-written one); a run resumes from the work directory, and SIGTERM writes a
+final checkpoint and exits cleanly.
+"""
+import json
+import os
+import signal
+import time
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from absl import logging
+from clu import metric_writers
+from jax.experimental import multihost_utils
+
+from data_pipelines import pipeline
+from victr_jax import clip, data, metrics, models, optim, sharding
+from victr_jax.config_lib import check_config, total_steps
+
+
+class _Terminate:
+  """Turns SIGTERM into a flag the loop checks (checkpoint, then a clean exit)."""
+
+  def __init__(self):
+    self.requested = False
+    try:
+      signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      pass
+
+  def _handle(self, *_):
+    logging.warning("SIGTERM: writing a checkpoint, then exiting")
+    self.requested = True
+
+
+def _jsonl(path, record):
+  with open(path, "a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+def loss_fn(logits, labels, multi_label: bool, smoothing: float):
+  """Softmax cross-entropy with label smoothing, or sigmoid BCE (multi-label)."""
+  if multi_label:
+    return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
+  n = logits.shape[-1]
+  target = optax.smooth_labels(jax.nn.one_hot(labels, n), smoothing) if smoothing else (
+      jax.nn.one_hot(labels, n))
+  return optax.softmax_cross_entropy(logits, target).mean()
+
+
+def mixup(frames, labels, rng, alpha: float, num_classes: int, multi_label: bool):
+  """Mixes each clip with the batch reversed; returns (frames, soft labels (B, C))."""
+  lam = jax.random.beta(rng, alpha, alpha)
+  y = labels if multi_label else jax.nn.one_hot(labels, num_classes)
+  return lam * frames + (1 - lam) * frames[::-1], lam * y + (1 - lam) * y[::-1]
+
+
+def run(config, workdir: str, mode: str = "train_and_eval"):
+  # ---------------------------------------------------------------- setup and checks
+  if config.get("distributed") and jax.process_count() == 1 and config.distributed.num_processes > 1:
+    jax.distributed.initialize(config.distributed.coordinator, config.distributed.num_processes,
+                               config.distributed.process_id)
+  check_config(config, mode)  # names the field at fault; nothing compiled yet
+  os.makedirs(workdir, exist_ok=True)
+  host = jax.process_index()
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
+  model = models.build_model(config.model)
+  dcfg = config.data
+  multi_label = dcfg.multi_label
+  writer = metric_writers.create_default_writer(workdir, just_logging=host > 0)
+  metrics_file = os.path.join(workdir, "metrics.jsonl")
+
+  # Prompts: the text tower runs once per step on these, not once per video.
+  aux_tokens, aux_cats, _ = data.aux_prompts(config)
+  train_names = data.subset_names(dcfg.train)
+  train_tokens = data.class_tokens(train_names, config.prompt_template)
+  num_classes = len(train_names)
+
+  # ---------------------------------------------------------------- model and state
+  num_steps = total_steps(config)
+  c = model.clip_cfg
+  dummy = (jnp.zeros((1, dcfg.num_frames, c.image_size, c.image_size, 3)),
+           jnp.asarray(train_tokens),
+           None if aux_tokens is None else jnp.asarray(aux_tokens),
+           None if aux_cats is None else jnp.asarray(aux_cats))
+  boxed = jax.eval_shape(model.init, jax.random.key(0), *dummy)
+  param_sh = sharding.param_shardings(boxed, mesh, rules)["params"]
+  tx = optim.make(config.optim, boxed["params"], num_steps)
+  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+
+  with mesh, nn.logical_axis_rules(rules):
+    params = jax.jit(lambda k: nn.unbox(model.init(k, *dummy))["params"],
+                     out_shardings=param_sh)(jax.random.key(config.seed))
+    if config.clip_checkpoint:
+      ccfg, cparams = clip.load_params(config.clip_checkpoint, act=config.clip_act or None)
+      if ccfg.replace(act=c.act) != c:
+        raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} is {ccfg}, "
+                         f"but model.clip={config.model.clip!r} is {c}")
+      params = dict(params, clip=jax.device_put(cparams, param_sh["clip"]))
+    opt_state = jax.jit(tx.init)(params)
+  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
+           "rng": jax.random.key_data(jax.random.key(config.seed + 1))}
+  state_sh = jax.tree.map(lambda x: x.sharding, state)
+  n_params = sum(x.size for x in jax.tree.leaves(params))
+
+  # ---------------------------------------------------------------- checkpoints
+  ckpt = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
+                                           enable_async_checkpointing=True),
+      item_names=("state", "data"))
+  train_source = data.open_source(dcfg.train, dcfg) if mode != "eval" else None
+  train_iter = (iter(pipeline.train_dataset(train_source, _with_classes(dcfg, num_classes), host,
+                                            jax.process_count()))
+                if train_source is not None else None)
+  start = 0
+  if ckpt.latest_step() is not None:
+    step = ckpt.latest_step()
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, state_sh)
+    restored = ckpt.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+    state = restored["state"]
+    if train_iter is not None:
+      train_iter.set_state(restored["data"]["iterators"][str(host)])
+    start = int(step)
+    logging.info("resumed from step %d", start)
+
+  def save(step):
+    iterators = {str(host): train_iter.get_state()} if train_iter is not None else {}
+    if jax.process_count() > 1:  # every host's iterator position, in one JSON
+      gathered = multihost_utils.process_allgather(
+          np.frombuffer(json.dumps(iterators).encode().ljust(4096), np.uint8))
+      iterators = {}
+      for row in np.asarray(gathered).reshape(jax.process_count(), -1):
+        iterators.update(json.loads(bytes(row).decode().strip()))
+    ckpt.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            data=ocp.args.JsonSave({"iterators": iterators})))
+
+  # ---------------------------------------------------------------- steps
+  def train_step(state, batch, class_tokens, aux_tokens, aux_cats):
+    rng, mix_rng = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    frames, labels = batch["frames"], batch["label"]
+    if config.optim.mixup_alpha > 0:
+      frames, soft = mixup(frames, labels, mix_rng, config.optim.mixup_alpha, num_classes,
+                           multi_label)
+
+    def loss_of(params):
+      out = model.apply({"params": params}, frames, class_tokens, aux_tokens, aux_cats,
+                        train=True)
+      logits = out["logits"].astype(jnp.float32)
+      if config.optim.mixup_alpha > 0:
+        loss = (optax.sigmoid_binary_cross_entropy(logits, soft).mean() if multi_label
+                else optax.softmax_cross_entropy(logits, soft).mean())
+      else:
+        loss = loss_fn(logits, labels, multi_label, config.optim.label_smoothing)
+      return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    out = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    if not multi_label:
+      out["top1"] = jnp.mean(jnp.argmax(logits, -1) == labels)
+    new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+           "rng": jax.random.key_data(rng)}
+    return new, out
+
+  def eval_step(params, frames, class_tokens, aux_tokens, aux_cats):
+    b, v = frames.shape[:2]
+    out = model.apply({"params": params}, frames.reshape(b * v, *frames.shape[2:]),
+                      class_tokens, aux_tokens, aux_cats, train=False)
+    return out["logits"].astype(jnp.float32).reshape(b, v, -1)
+
+  with mesh, nn.logical_axis_rules(rules):
+    p_train = jax.jit(train_step, in_shardings=(state_sh, batch_sh, repl, repl, repl),
+                      out_shardings=(state_sh, repl), donate_argnums=(0,))
+    p_eval = jax.jit(eval_step, in_shardings=(param_sh, batch_sh, repl, repl, repl),
+                     out_shardings=repl)
+
+  def put(x):
+    return None if x is None else jax.device_put(jnp.asarray(x), repl)
+
+  train_text = (put(train_tokens), put(aux_tokens), put(aux_cats))
+
+  def evaluate(step):
+    results = {}
+    for name, ecfg in config.evals.items():
+      names = data.subset_names(ecfg)
+      tokens = put(data.class_tokens(names, config.prompt_template))
+      source = data.open_source(ecfg, dcfg)
+      stats = pipeline.Stats()
+      acc = metrics.ClassificationAccumulator(len(names), multi_label=multi_label)
+      t0 = time.time()
+      for batch in pipeline.eval_dataset(source, _with_classes(dcfg, len(names)), host,
+                                         jax.process_count(), stats):
+        frames = pipeline.to_global({"f": batch["frames"]}, batch_sh)["f"]
+        with mesh, nn.logical_axis_rules(rules):
+          logits = p_eval(state["params"], frames, tokens, train_text[1], train_text[2])
+        logits = np.asarray(logits)
+        local = {k: batch[k] for k in ("label", "mask", "index", "corrupt")}
+        if jax.process_count() > 1:
+          local = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))
+                   for k, v in local.items()}
+        scores = metrics.aggregate_views(logits, "mean_sigmoid" if multi_label else "mean_probs")
+        acc.update(np.asarray(scores), local["label"], local["mask"])
+      res = acc.result()
+      res.update(corrupt_videos=int(stats.corrupt), corrupt_where=stats.where[:20],
+                 group=ecfg.get("group", name), seconds=round(time.time() - t0, 1))
+      results[name] = res
+      if host == 0 and not multi_label and len(names) <= 200:
+        metrics.plot_confusion(acc.confusion, names,
+                               os.path.join(workdir, f"confusion_{name}.png"))
+    summary = metrics.summarize_groups(results, multi_label)
+    out = {"step": int(step), "sets": results, "protocol": summary}
+    if host == 0:
+      with open(os.path.join(workdir, "eval_results.json"), "w") as f:
+        json.dump(out, f, indent=2)
+      flat = {f"eval/{n}/{k}": v for n, r in results.items() for k, v in r.items()
+              if isinstance(v, (int, float))}
+      writer.write_scalars(int(step), flat)
+      _jsonl(metrics_file, {"step": int(step), **flat})
+    return out
+
+  # ---------------------------------------------------------------- loop
+  terminate = _Terminate()
+  lr_at = optim.schedule(config.optim, num_steps)
+  compiled_flops = None
+  if mode in ("train", "train_and_eval") and start < num_steps:
+    if host == 0:
+      logging.info("training %s: %.1fM params, %d steps, mesh %s, %d process(es)",
+                   config.model.name, n_params / 1e6, num_steps, dict(mesh.shape),
+                   jax.process_count())
+    t_last, last_step, history = time.time(), start, []
+    for step in range(start, num_steps):
+      batch = pipeline.to_global(next(train_iter), batch_sh)
+      with mesh, nn.logical_axis_rules(rules):
+        if compiled_flops is None:
+          try:
+            cost = p_train.lower(state, batch, *train_text).compile().cost_analysis()
+            cost = cost[0] if isinstance(cost, list) else cost
+            compiled_flops = float(cost.get("flops", 0.0)) * jax.process_count()
+          except Exception:  # pylint: disable=broad-except
+            compiled_flops = 0.0
+        state, m = p_train(state, batch, *train_text)
+      done = step + 1
+      history.append(m)
+      if done % config.log_every == 0 or done == num_steps:
+        m = jax.tree.map(lambda *x: float(np.mean([np.asarray(v) for v in x])), *history)
+        history = []
+        dt = time.time() - t_last
+        rate = (done - last_step) * dcfg.batch_size / max(dt, 1e-9)
+        m.update(learning_rate=float(lr_at(done)), clips_per_sec=rate,
+                 flops_per_sec=compiled_flops * (done - last_step) / max(dt, 1e-9))
+        eta = (num_steps - done) * dt / max(done - last_step, 1)
+        if host == 0:
+          writer.write_scalars(done, {f"train/{k}": v for k, v in m.items()})
+          _jsonl(metrics_file, {"step": done, **{f"train/{k}": v for k, v in m.items()}})
+          print(f"[train] step {done}/{num_steps} loss {m['loss']:.4f} lr {m['learning_rate']:.2e}"
+                f" {rate:.1f} clips/s {m['flops_per_sec'] / 1e9:.1f} GFLOP/s ETA {eta:.0f}s",
+                flush=True)
+        t_last, last_step = time.time(), done
+      if done % config.checkpoint_every == 0 or done == num_steps or terminate.requested:
+        save(done)
+      if terminate.requested:
+        ckpt.wait_until_finished()
+        logging.warning("stopped by SIGTERM at step %d; checkpoint written", done)
+        writer.flush()
+        return {"stopped_at": done}
+      if config.eval_every and done % config.eval_every == 0 and done < num_steps and (
+          mode == "train_and_eval"):
+        evaluate(done)
+    ckpt.wait_until_finished()
+  results = evaluate(int(state["step"])) if mode in ("eval", "train_and_eval") else {}
+  writer.flush()
+  ckpt.wait_until_finished()
+  ckpt.close()
+  return results
+
+
+def _with_classes(dcfg, num_classes):
+  """The data config with num_classes set (multi-hot labels need it)."""
+  e = dcfg.copy_and_resolve_references()
+  e.num_classes = num_classes
+  return e
