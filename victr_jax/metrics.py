@@ -304,3 +304,20 @@ def plot_confusion(matrix, class_names: Optional[Sequence[str]], path: str,
     os.makedirs(os.path.dirname(path), exist_ok=True)
   fig.savefig(path, format="png")
   return path
+
+
+def summarize_groups(results: dict, multi_label: bool = False) -> dict:
+  """Per protocol group (eval sets sharing `group`): mean and std of the headline metric
+  (top1, or mAP for multi-label) over its sets; with groups 'base' and 'novel', also
+  their harmonic mean (base-to-novel)."""
+  key = "mAP" if multi_label else "top1"
+  groups: dict[str, list] = {}
+  for name, r in results.items():
+    groups.setdefault(r.get("group") or name, []).append((name, r[key]))
+  out = {}
+  for g, items in groups.items():
+    mean, std = mean_std([v for _, v in items])
+    out[g] = {"metric": key, "mean": mean, "std": std, "sets": [n for n, _ in items]}
+  if "base" in out and "novel" in out:
+    out["harmonic_mean"] = harmonic_mean(out["base"]["mean"], out["novel"]["mean"])
+  return out

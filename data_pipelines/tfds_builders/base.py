@@ -15,10 +15,12 @@ from data_pipelines import records, video_io
 FILE_FORMAT = "array_record"
 
 
-def features(class_names):
+def features(class_names=None, num_classes=None):
+  label = (tfds.features.ClassLabel(names=list(class_names)) if class_names
+           else tfds.features.ClassLabel(num_classes=num_classes))
   return tfds.features.FeaturesDict({
       "frames": tfds.features.Sequence(tfds.features.Tensor(shape=(), dtype=tf.string)),
-      "labels": tfds.features.Sequence(tfds.features.ClassLabel(names=list(class_names))),
+      "labels": tfds.features.Sequence(label),
       "label_texts": tfds.features.Sequence(tfds.features.Text()),
       "video_id": tfds.features.Text(),
   })
