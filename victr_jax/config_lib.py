@@ -39,14 +39,51 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 def dataset(source="records", pattern="", classnames="", classes=(), group="", split="",
-            tfds_name="", tfds_split="", data_dir=""):
+            tfds_name="", tfds_split="", data_dir="", shots=0, shot_seed=0):
   return ml_collections.ConfigDict(dict(
       source=source, pattern=pattern, classnames=classnames, classes=list(classes), group=group,
-      split=split, tfds_name=tfds_name, tfds_split=tfds_split, data_dir=data_dir))
+      split=split, tfds_name=tfds_name, tfds_split=tfds_split, data_dir=data_dir, shots=shots,
+      shot_seed=shot_seed))
 
 
 def records_set(path_glob: str, classnames: str, **kw):
   return dataset("records", pattern=path_glob, classnames=classnames, **kw)
+
+
+# Paper ablations (Tables 1 and 2) and baselines, as named variants of a config.
+VARIANTS = {
+    "victr": {},
+    "no_aux": {"model.head.aux_text": False},
+    "clip_text": {"model.head.text_embedding": "clip"},
+    "clip_video": {"model.head.video_embedding": "clip"},
+    "no_reweight": {"model.head.affinity_reweighting": False},
+    "no_boost": {"model.head.token_boosting": False},
+    "joint": {"model.head.attention": "joint"},
+    "classifier_text": {"model.head.classifier": "text"},
+    "classifier_visual": {"model.head.classifier": "visual"},
+    "clip_zero_shot": {"model.name": "clip_zero_shot", "num_train_steps": -1},
+    "mean_pool": {"model.name": "mean_pool"},
+}
+
+
+def apply_variant(c, variant: str):
+  """Sets the fields of a named variant (see VARIANTS) on config c."""
+  if variant not in VARIANTS:
+    raise ValueError(f"config argument variant={variant!r}: known {sorted(VARIANTS)}")
+  for path, value in VARIANTS[variant].items():
+    *parents, leaf = path.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  if variant == "classifier_visual":
+    c.model.head.num_classes = len(_names_of(c.data.train))
+  return c
+
+
+def _names_of(dset):
+  from victr_jax import data  # pylint: disable=g-import-not-at-top
+  return data.subset_names(dset)
 
 
 def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
@@ -59,7 +96,7 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
   c.seed = 0
   c.data = ml_collections.ConfigDict(dict(
       train=dataset(), num_frames=8, sampling="stride", stride=2,
-      image_size=c.model.get_ref("clip") and 224, train_aug="random_resized_crop",
+      image_size=224, train_aug="random_resized_crop",
       crop_scale=(0.4, 1.0), flip=True, multi_label=False, num_classes=0, batch_size=64,
       eval_batch_size=64, num_test_clips=1, num_test_crops=1, seed=0, num_threads=4,
       synthetic_dir="", synthetic_seed=0, synthetic_per_class={"train": 30, "test": 10},
@@ -81,6 +118,9 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
 
 
 def total_steps(config, train_records: int | None = None) -> int:
+  """num_train_steps if > 0; none if < 0 (evaluation only); else epochs x records / batch."""
+  if config.num_train_steps < 0:
+    return 0
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
   n = config.train_size or train_records
@@ -136,14 +176,15 @@ def _check_dataset(name, d):
                      f"{len(names)} classes of {d.classnames}")
 
 
-def check_config(config, mode: str = "train_and_eval") -> None:
+def check_config(config, mode: str = "train_and_eval", num_devices: int | None = None) -> None:
   """Raises ValueError naming the field at fault (before anything is compiled)."""
   import jax  # pylint: disable=g-import-not-at-top
+  num_devices = num_devices or jax.device_count()
   if mode not in ("train", "eval", "train_and_eval"):
     raise ValueError(f"mode={mode!r}: expected train | eval | train_and_eval")
   _check_keys(config, base())
   models.validate(config.model)
-  shape = sharding.mesh_shape(config.mesh, jax.device_count())
+  shape = sharding.mesh_shape(config.mesh, num_devices)
   batch_devices = shape[0] * shape[1]
   d = config.data
   for field in ("batch_size", "eval_batch_size"):

@@ -7,6 +7,7 @@ A data set in the config (`config.data.train`, each of `config.evals`) names:
   classnames  a shipped list ('kinetics400', 'ucf101', ...), a path, or 'synthetic'
   classes     optional list of class indices to keep (base / novel / zero-shot subsets);
               labels are renumbered into this subset
+  shots       optional K videos per class (few-shot, base-to-novel), drawn with shot_seed
 """
 import os
 
@@ -41,28 +42,39 @@ def aux_prompts(cfg):
   return clip.trim_tokens(clip.tokenize(phrases)), np.asarray(cats, np.int32), names
 
 
+def _record(item) -> records.VideoRecord:
+  return item if isinstance(item, records.VideoRecord) else records.decode(item)
+
+
 class SubsetSource:
-  """Keeps the records whose (first) label is in `classes`, renumbering labels to the
-  subset's order. Random access like the wrapped source."""
+  """A view of a source: the records whose first label is in `classes` (renumbered to the
+  subset's order), optionally only `shots` per class (drawn like splits.few_shot, by video
+  id, with `shot_seed`). Random access like the wrapped source; built by one pass over
+  the records' labels (no frames are decoded)."""
 
-  def __init__(self, source, classes):
+  def __init__(self, source, classes=None, shots: int = 0, shot_seed: int = 0):
     self.source = source
-    self.remap = {int(c): i for i, c in enumerate(classes)}
-    self.index = [i for i in range(len(source))
-                  if self._labels(source[i]) and self._labels(source[i])[0] in self.remap]
-
-  @staticmethod
-  def _labels(item):
-    rec = item if isinstance(item, records.VideoRecord) else records.decode(item)
-    return rec.labels
+    labels, ids = [], []
+    for i in range(len(source)):
+      rec = _record(source[i])
+      labels.append(rec.labels[0] if rec.labels else -1)
+      ids.append(rec.video_id or source.where(i))
+    keep = list(classes) if classes else sorted({l for l in labels if l >= 0})
+    self.remap = {int(c): i for i, c in enumerate(keep)} if classes else None
+    index = [i for i, l in enumerate(labels) if l in set(keep)]
+    if shots:
+      chosen = {vid for vid, _ in splits.few_shot([(ids[i], labels[i]) for i in index], shots,
+                                                  shot_seed)}
+      index = [i for i in index if ids[i] in chosen]
+    self.index = index
 
   def __len__(self):
     return len(self.index)
 
   def __getitem__(self, i):
-    item = self.source[self.index[i]]
-    rec = item if isinstance(item, records.VideoRecord) else records.decode(item)
-    rec.labels = [self.remap[l] for l in rec.labels if l in self.remap]
+    rec = _record(self.source[self.index[i]])
+    if self.remap is not None:
+      rec.labels = [self.remap[l] for l in rec.labels if l in self.remap]
     return rec
 
   def where(self, i):
@@ -94,8 +106,8 @@ def open_source(dset, dcfg):
     src = records.RecordSource(os.path.join(out, f"{dset.split}*"))
   else:
     raise ValueError(f"data source {dset.source!r}: expected records | tfds | synthetic")
-  if dset.get("classes"):
-    src = SubsetSource(src, list(dset.classes))
+  if dset.get("classes") or dset.get("shots"):
+    src = SubsetSource(src, list(dset.classes), dset.shots, dset.shot_seed)
   return src
 
 

@@ -67,15 +67,15 @@ def mixup(frames, labels, rng, alpha: float, num_classes: int, multi_label: bool
   return lam * frames + (1 - lam) * frames[::-1], lam * y + (1 - lam) * y[::-1]
 
 
-def run(config, workdir: str, mode: str = "train_and_eval"):
+def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
+  """Trains and/or evaluates; returns {'eval': results, 'state': final train state}.
+  devices: the devices of the mesh (default: all)."""
   # ---------------------------------------------------------------- setup and checks
-  if config.get("distributed") and jax.process_count() == 1 and config.distributed.num_processes > 1:
-    jax.distributed.initialize(config.distributed.coordinator, config.distributed.num_processes,
-                               config.distributed.process_id)
-  check_config(config, mode)  # names the field at fault; nothing compiled yet
+  devices = jax.devices() if devices is None else devices
+  check_config(config, mode, len(devices))  # names the field at fault; nothing compiled yet
   os.makedirs(workdir, exist_ok=True)
   host = jax.process_index()
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
   model = models.build_model(config.model)
   dcfg = config.data
@@ -89,8 +89,10 @@ def run(config, workdir: str, mode: str = "train_and_eval"):
   train_tokens = data.class_tokens(train_names, config.prompt_template)
   num_classes = len(train_names)
 
+  train_source = data.open_source(dcfg.train, dcfg) if mode != "eval" else None
+  num_steps = total_steps(config, len(train_source)) if train_source is not None else 0
+
   # ---------------------------------------------------------------- model and state
-  num_steps = total_steps(config)
   c = model.clip_cfg
   dummy = (jnp.zeros((1, dcfg.num_frames, c.image_size, c.image_size, 3)),
            jnp.asarray(train_tokens),
@@ -122,7 +124,6 @@ def run(config, workdir: str, mode: str = "train_and_eval"):
       options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
                                            enable_async_checkpointing=True),
       item_names=("state", "data"))
-  train_source = data.open_source(dcfg.train, dcfg) if mode != "eval" else None
   train_iter = (iter(pipeline.train_dataset(train_source, _with_classes(dcfg, num_classes), host,
                                             jax.process_count()))
                 if train_source is not None else None)
@@ -227,6 +228,11 @@ def run(config, workdir: str, mode: str = "train_and_eval"):
     summary = metrics.summarize_groups(results, multi_label)
     out = {"step": int(step), "sets": results, "protocol": summary}
     if host == 0:
+      for name, r in results.items():
+        print(f"[eval] step {int(step)} {name}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in r.items() if k in ("top1", "top5", "mean_class_accuracy",
+                                                          "mAP")) +
+              f" ({r['num_examples']} videos, {r['corrupt_videos']} corrupt)", flush=True)
       with open(os.path.join(workdir, "eval_results.json"), "w") as f:
         json.dump(out, f, indent=2)
       flat = {f"eval/{n}/{k}": v for n, r in results.items() for k, v in r.items()
@@ -279,7 +285,7 @@ def run(config, workdir: str, mode: str = "train_and_eval"):
         ckpt.wait_until_finished()
         logging.warning("stopped by SIGTERM at step %d; checkpoint written", done)
         writer.flush()
-        return {"stopped_at": done}
+        return {"stopped_at": done, "state": state}
       if config.eval_every and done % config.eval_every == 0 and done < num_steps and (
           mode == "train_and_eval"):
         evaluate(done)
@@ -288,7 +294,7 @@ def run(config, workdir: str, mode: str = "train_and_eval"):
   writer.flush()
   ckpt.wait_until_finished()
   ckpt.close()
-  return results
+  return {"eval": results, "state": state}
 
 
 def _with_classes(dcfg, num_classes):

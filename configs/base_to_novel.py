@@ -1,0 +1,35 @@
+"""Base-to-novel generalisation: train on the base half of the classes (16 shots per class,
+seeds 1, 2, 3), evaluate on base and novel test videos; reports their harmonic mean.
+
+  --config=configs/base_to_novel.py:dataset=k400,seed=1,root=/data/victr
+
+Class halves are the peers' (ViFi-CLIP) sets (data_pipelines/splits.base_novel_classes).
+"""
+from data_pipelines import splits
+from victr_jax import config_lib
+
+from configs.few_shot import DATASETS  # pylint: disable=g-bad-import-order
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, dataset="k400", seed=1, shots=16, root=config_lib.DATA_ROOT,
+                           model="B/16", frames=32, variant="victr")
+  if a.dataset not in DATASETS:
+    raise ValueError(f"config argument dataset={a.dataset!r}: known {sorted(DATASETS)}")
+  names, train, test = DATASETS[a.dataset]
+  base, novel = splits.base_novel_classes(len(splits.read_classnames(names)), names)
+  c = config_lib.base(a.model)
+  c.model.num_frames = a.frames
+  c.model.remat = True
+  d = c.data
+  d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 64
+  d.flip = a.dataset != "ssv2"
+  d.train = config_lib.records_set(f"{a.root}/{train}", names, classes=base, shots=a.shots,
+                                   shot_seed=a.seed)
+  c.evals.base = config_lib.records_set(f"{a.root}/{test}", names, classes=base, group="base")
+  c.evals.novel = config_lib.records_set(f"{a.root}/{test}", names, classes=novel,
+                                         group="novel")
+  c.optim.lr, c.optim.warmup_steps = 2e-6, 50
+  c.num_epochs = 50
+  c.seed = a.seed
+  return config_lib.apply_variant(c, a.variant)

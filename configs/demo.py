@@ -1,0 +1,46 @@
+"""Demo: synthetic_actions, tiny model, minutes on a CPU.
+
+  python -m victr_jax.main --config=configs/demo.py:variant=victr,setting=full --workdir=DIR
+
+Arguments: variant (victr | a baseline or ablation of config_lib.VARIANTS), setting
+(full: all 18 classes | base_to_novel: train on the base half, evaluate base and novel),
+steps, data_dir (where the synthetic records are written).
+"""
+from data_pipelines import synthetic
+from victr_jax import config_lib
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, variant="victr", setting="full", steps=300,
+                           data_dir="/tmp/victr_synthetic_actions", frames=8)
+  c = config_lib.base("tiny")
+  c.model.num_frames = a.frames
+  c.model.head.num_heads = 2
+  c.model.head.num_aux_categories = 3
+  c.aux_vocab = "synthetic"
+  c.prompt_template = "{}."
+  d = c.data
+  d.synthetic_dir = a.data_dir
+  d.synthetic_per_class = {"train": 24, "test": 8}
+  d.num_frames, d.stride, d.image_size = a.frames, 2, 32
+  d.flip = False  # flipping turns "moving left" into "moving right"
+  d.crop_scale = (0.6, 1.0)
+  d.batch_size, d.eval_batch_size, d.num_threads = 16, 32, 2
+  if a.setting == "base_to_novel":
+    base, novel = synthetic.base_novel_classes()
+    d.train = config_lib.dataset("synthetic", split="train", classnames="synthetic", classes=base)
+    c.evals.base = config_lib.dataset("synthetic", split="test", classnames="synthetic",
+                                      classes=base, group="base")
+    c.evals.novel = config_lib.dataset("synthetic", split="test", classnames="synthetic",
+                                       classes=novel, group="novel")
+  else:
+    d.train = config_lib.dataset("synthetic", split="train", classnames="synthetic")
+    c.evals.test = config_lib.dataset("synthetic", split="test", classnames="synthetic")
+  c.optim.lr = 3e-4
+  c.optim.warmup_steps = 20
+  c.optim.head_lr_mult = 3.0
+  c.optim.label_smoothing = 0.0
+  c.num_train_steps = a.steps
+  c.log_every, c.checkpoint_every = 25, 100
+  c.mesh.data = -1
+  return config_lib.apply_variant(c, a.variant)

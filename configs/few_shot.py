@@ -1,0 +1,39 @@
+"""Few-shot transfer: K videos per class from split-1 train, evaluated on split-1 test.
+
+  --config=configs/few_shot.py:dataset=hmdb51,shots=2,seed=0,root=/data/victr
+
+dataset: hmdb51 | ucf101 | k400 | ssv2; shots: 2 | 4 | 8 | 16. Start from a CLIP (or a
+zero-shot VicTR) checkpoint with --config.clip_checkpoint=... Peers' recipe: 32 frames,
+lr 2e-6, batch 64, 50 epochs.
+"""
+from victr_jax import config_lib
+
+DATASETS = {  # name -> (classnames, train glob, test glob) under root
+    "hmdb51": ("hmdb51", "hmdb51/split1/train.tfrecord-*", "hmdb51/split1/test.tfrecord-*"),
+    "ucf101": ("ucf101", "ucf101/split1/train.tfrecord-*", "ucf101/split1/test.tfrecord-*"),
+    "k400": ("kinetics400", "kinetics400/train.tfrecord-*", "kinetics400/val.tfrecord-*"),
+    "ssv2": ("ssv2", "ssv2/train.tfrecord-*", "ssv2/val.tfrecord-*"),
+}
+
+
+def get_config(arg=None):
+  a = config_lib.parse_arg(arg, dataset="hmdb51", shots=2, seed=0, root=config_lib.DATA_ROOT,
+                           model="B/16", frames=32, variant="victr")
+  if a.dataset not in DATASETS:
+    raise ValueError(f"config argument dataset={a.dataset!r}: known {sorted(DATASETS)}")
+  if a.shots not in (2, 4, 8, 16):
+    raise ValueError(f"config argument shots={a.shots}: the protocol uses 2, 4, 8 or 16")
+  names, train, test = DATASETS[a.dataset]
+  c = config_lib.base(a.model)
+  c.model.num_frames = a.frames
+  c.model.remat = True
+  d = c.data
+  d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 64
+  d.flip = a.dataset != "ssv2"  # SSv2 has left/right classes
+  d.train = config_lib.records_set(f"{a.root}/{train}", names, shots=a.shots,
+                                   shot_seed=a.seed)
+  c.evals[f"{a.dataset}_test"] = config_lib.records_set(f"{a.root}/{test}", names)
+  c.optim.lr, c.optim.warmup_steps = 2e-6, 50
+  c.num_epochs = 50
+  c.seed = a.seed
+  return config_lib.apply_variant(c, a.variant)
