@@ -67,3 +67,27 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def _key_names(path) -> tuple:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def shardings_like_params(tree, params, param_shardings, mesh: Mesh):
+  """Shardings for a tree that holds param-shaped leaves (optimiser moments): a leaf whose
+  path ends with a parameter's path and has its shape gets that parameter's sharding;
+  everything else (step counts, scalars) is replicated."""
+  by_path = {}
+  for (path, p), (_, s) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                               jax.tree_util.tree_flatten_with_path(param_shardings)[0]):
+    by_path[_key_names(path)] = (p.shape, s)
+
+  def pick(path, leaf):
+    names = _key_names(path)
+    for start in range(len(names)):
+      hit = by_path.get(names[start:])
+      if hit is not None and hit[0] == getattr(leaf, "shape", None):
+        return hit[1]
+    return replicated(mesh)
+
+  return jax.tree_util.tree_map_with_path(pick, tree)

@@ -103,6 +103,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   tx = optim.make(config.optim, boxed["params"], num_steps)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
+
   with mesh, nn.logical_axis_rules(rules):
     params = jax.jit(lambda k: nn.unbox(model.init(k, *dummy))["params"],
                      out_shardings=param_sh)(jax.random.key(config.seed))
@@ -112,9 +113,12 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
         raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} is {ccfg}, "
                          f"but model.clip={config.model.clip!r} is {c}")
       params = dict(params, clip=jax.device_put(cparams, param_sh["clip"]))
-    opt_state = jax.jit(tx.init)(params)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
-           "rng": jax.random.key_data(jax.random.key(config.seed + 1))}
+    opt_sh = sharding.shardings_like_params(jax.eval_shape(tx.init, params), params, param_sh,
+                                            mesh)
+    opt_state = jax.jit(tx.init, out_shardings=opt_sh)(params)
+  state = {"step": jax.device_put(jnp.zeros((), jnp.int32), repl), "params": params,
+           "opt_state": opt_state,
+           "rng": jax.device_put(jax.random.key_data(jax.random.key(config.seed + 1)), repl)}
   state_sh = jax.tree.map(lambda x: x.sharding, state)
   n_params = sum(x.size for x in jax.tree.leaves(params))
 
