@@ -156,39 +156,8 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
                                             data=ocp.args.JsonSave({"iterators": iterators})))
 
   # ---------------------------------------------------------------- steps
-  def train_step(state, batch, class_tokens, aux_tokens, aux_cats):
-    rng, mix_rng = jax.random.split(jax.random.wrap_key_data(state["rng"]))
-    frames, labels = batch["frames"], batch["label"]
-    if config.optim.mixup_alpha > 0:
-      frames, soft = mixup(frames, labels, mix_rng, config.optim.mixup_alpha, num_classes,
-                           multi_label)
-
-    def loss_of(params):
-      out = model.apply({"params": params}, frames, class_tokens, aux_tokens, aux_cats,
-                        train=True)
-      logits = out["logits"].astype(jnp.float32)
-      if config.optim.mixup_alpha > 0:
-        loss = (optax.sigmoid_binary_cross_entropy(logits, soft).mean() if multi_label
-                else optax.softmax_cross_entropy(logits, soft).mean())
-      else:
-        loss = loss_fn(logits, labels, multi_label, config.optim.label_smoothing)
-      return loss, logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    out = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-    if not multi_label:
-      out["top1"] = jnp.mean(jnp.argmax(logits, -1) == labels)
-    new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
-           "rng": jax.random.key_data(rng)}
-    return new, out
-
-  def eval_step(params, frames, class_tokens, aux_tokens, aux_cats):
-    b, v = frames.shape[:2]
-    out = model.apply({"params": params}, frames.reshape(b * v, *frames.shape[2:]),
-                      class_tokens, aux_tokens, aux_cats, train=False)
-    return out["logits"].astype(jnp.float32).reshape(b, v, -1)
+  train_step = make_train_step(model, tx, config.optim, num_classes, multi_label)
+  eval_step = make_eval_step(model)
 
   with mesh, nn.logical_axis_rules(rules):
     p_train = jax.jit(train_step, in_shardings=(state_sh, batch_sh, repl, repl, repl),
@@ -299,6 +268,51 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   ckpt.wait_until_finished()
   ckpt.close()
   return {"eval": results, "state": state}
+
+
+def make_train_step(model, tx, ocfg, num_classes: int, multi_label: bool):
+  """(state, batch, class_tokens, aux_tokens, aux_cats) -> (state, metrics)."""
+
+  def train_step(state, batch, class_tokens, aux_tokens, aux_cats):
+    rng, mix_rng = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+    frames, labels = batch["frames"], batch["label"]
+    if ocfg.mixup_alpha > 0:
+      frames, soft = mixup(frames, labels, mix_rng, ocfg.mixup_alpha, num_classes, multi_label)
+
+    def loss_of(params):
+      out = model.apply({"params": params}, frames, class_tokens, aux_tokens, aux_cats,
+                        train=True)
+      logits = out["logits"].astype(jnp.float32)
+      if ocfg.mixup_alpha > 0:
+        loss = (optax.sigmoid_binary_cross_entropy(logits, soft).mean() if multi_label
+                else optax.softmax_cross_entropy(logits, soft).mean())
+      else:
+        loss = loss_fn(logits, labels, multi_label, ocfg.label_smoothing)
+      return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    out = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    if not multi_label:
+      out["top1"] = jnp.mean(jnp.argmax(logits, -1) == labels)
+    new = {"step": state["step"] + 1, "params": params, "opt_state": opt_state,
+           "rng": jax.random.key_data(rng)}
+    return new, out
+
+  return train_step
+
+
+def make_eval_step(model):
+  """(params, frames (B, V, T, H, W, 3), tokens...) -> logits (B, V, n), float32."""
+
+  def eval_step(params, frames, class_tokens, aux_tokens, aux_cats):
+    b, v = frames.shape[:2]
+    out = model.apply({"params": params}, frames.reshape(b * v, *frames.shape[2:]),
+                      class_tokens, aux_tokens, aux_cats, train=False)
+    return out["logits"].astype(jnp.float32).reshape(b, v, -1)
+
+  return eval_step
 
 
 def _with_classes(dcfg, num_classes):
