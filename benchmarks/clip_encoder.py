@@ -9,9 +9,7 @@ compute dtype). Prints images/s and texts/s for both and the ratio ours / open_c
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.modules.setdefault("triton", None)
 
@@ -24,16 +22,7 @@ import torch  # noqa: E402
 from victr_jax import clip  # noqa: E402
 from victr_jax.clip import checkpoint  # noqa: E402
 
-
-def timeit(fn, iters):
-  fn()  # warm-up / compile
-  fn()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+from common import median_time  # noqa: E402
 
 
 def main():
@@ -85,7 +74,7 @@ def main():
        torch_run(ref.encode_image, x_t)),
       ("text", args.texts, lambda: enc_txt(params, t_j).block_until_ready(),
        torch_run(ref.encode_text, t_t))):
-    t_ours, t_ref = timeit(ours, args.iters), timeit(theirs, args.iters)
+    t_ours, t_ref = median_time(ours, args.iters), median_time(theirs, args.iters)
     rows.append((what, n / t_ours, n / t_ref))
 
   print(f"CLIP {args.model} encoders, {jax.devices()[0].device_kind} ({jax.default_backend()}), "

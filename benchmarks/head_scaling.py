@@ -9,8 +9,6 @@ FLOP formula of victr_jax/models/cost.py; XLA's own FLOP count of the compiled f
 printed beside the formula as a check of the formula itself.
 """
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,8 @@ import numpy as np
 
 from victr_jax.models import cost
 from victr_jax.models import head as H
+
+from common import median_time
 
 
 def step_fn(module, scale):
@@ -38,15 +38,10 @@ def measure(t, n, m, args):
   xla_flops = fwd.lower(params, f, e).compile().cost_analysis()
   xla_flops = (xla_flops[0] if isinstance(xla_flops, list) else xla_flops).get("flops", 0.0)
   step = step_fn(module, 50.0)
-  jax.block_until_ready(step(params, f, e))
-  times = []
-  for _ in range(args.iters):
-    t0 = time.perf_counter()
-    jax.block_until_ready(step(params, f, e))
-    times.append(time.perf_counter() - t0)
+  sec = median_time(lambda: jax.block_until_ready(step(params, f, e)), args.iters, warmup=1)
   formula = args.batch * cost.head_flops(t, n, m, args.dim, layers=args.layers,
                                          attention=args.attention)
-  return statistics.median(times), formula, xla_flops
+  return sec, formula, xla_flops
 
 
 def sweep(name, points, args):

@@ -18,15 +18,7 @@ import numpy as np
 from victr_jax import clip, models
 from victr_jax.models import cost
 
-
-def matmul_peak(n=2048, iters=5):
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda a: a @ a)
-  f(a).block_until_ready()
-  t = time.perf_counter()
-  for _ in range(iters):
-    f(a).block_until_ready()
-  return 2 * n ** 3 * iters / (time.perf_counter() - t)
+from common import matmul_peak
 
 
 def main():

@@ -12,9 +12,7 @@ mean-pool fine-tuning baseline against the same recipe in PyTorch.
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.modules.setdefault("triton", None)
 
@@ -26,28 +24,9 @@ import numpy as np  # noqa: E402
 from victr_jax import clip, config_lib, models, optim, train  # noqa: E402
 from victr_jax.clip import checkpoint  # noqa: E402
 
+from common import matmul_peak, median_time  # noqa: E402
+
 ACCEL = jax.default_backend() != "cpu"
-
-
-def matmul_peak(n=4096 if ACCEL else 2048, iters=10):
-  dt = jnp.bfloat16 if ACCEL else jnp.float32
-  a = jnp.ones((n, n), dt)
-  f = jax.jit(lambda a: a @ a)
-  f(a).block_until_ready()
-  t = time.perf_counter()
-  for _ in range(iters):
-    f(a).block_until_ready()
-  return 2 * n ** 3 * iters / (time.perf_counter() - t)
-
-
-def median_time(fn, iters):
-  fn()
-  times = []
-  for _ in range(iters):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
