@@ -72,6 +72,7 @@ setuptools.setup(
         "console_scripts": [
             "victr-convert-clip=victr_jax.clip.convert:main",
             "victr-prepare=data_pipelines.prepare:main",
+            "victr-classify=victr_jax.classify:main",
         ],
     },
 )

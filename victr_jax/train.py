@@ -75,6 +75,9 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   check_config(config, mode, len(devices))  # names the field at fault; nothing compiled yet
   os.makedirs(workdir, exist_ok=True)
   host = jax.process_index()
+  if host == 0:  # what victr-classify and later evaluations rebuild the model from
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
   model = models.build_model(config.model)
