@@ -64,10 +64,22 @@ class Video:
   motion: str
   colour: str
   background: str
+  centres: np.ndarray = None  # (T, 2) x, y in [0, 1]
+  radii: np.ndarray = None  # (T,)
 
   @property
   def caption(self) -> str:
     return f"a {self.colour} {self.shape} on a {self.background}"
+
+  def frame_caption(self, t: int) -> str:
+    """What frame t shows, position and size included: the words a frame-level CLIP can
+    learn (pretraining), from which a video model can read motion."""
+    x, y = self.centres[t]
+    col = "left" if x < 0.42 else "right" if x > 0.58 else "centre"
+    row = "top" if y < 0.42 else "bottom" if y > 0.58 else "middle"
+    r = self.radii[t]
+    size = "small" if r < 0.11 else "large" if r > 0.17 else "medium"
+    return f"a {size} {self.colour} {self.shape} at the {row} {col} on a {self.background}"
 
 
 def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -118,7 +130,9 @@ def render(label: int, rng: np.random.Generator, num_frames: int = 16,
     img[_mask(shape, cx[i], cy[i], r[i], size)] = col
     img += rng.normal(0, 4, img.shape)
     frames[i] = np.clip(img, 0, 255).astype(np.uint8)
-  return Video(frames, label, shape, motion, colour, bg_kind)
+  return Video(frames, label, shape, motion, colour, bg_kind,
+               np.stack([cx * np.ones(num_frames), cy * np.ones(num_frames)], 1),
+               r * np.ones(num_frames))
 
 
 def generate(split: str, per_class: int, num_frames: int = 16, size: int = 64,
