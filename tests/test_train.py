@@ -71,6 +71,7 @@ def _tiny(c, workdir_data):
 
 
 CONFIGS = [("demo", ""), ("demo", "setting=base_to_novel"), ("demo", "variant=mean_pool"),
+           ("demo", "variant=no_aux"),
            ("demo", "variant=clip_zero_shot"), ("zero_shot", ""), ("few_shot", "dataset=hmdb51"),
            ("few_shot", "dataset=ssv2,shots=4"), ("base_to_novel", "dataset=ucf101,seed=2"),
            ("k400", ""), ("charades", "")]

@@ -106,7 +106,6 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   tx = optim.make(config.optim, boxed["params"], num_steps)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
-
   with mesh, nn.logical_axis_rules(rules):
     params = jax.jit(lambda k: nn.unbox(model.init(k, *dummy))["params"],
                      out_shardings=param_sh)(jax.random.key(config.seed))
@@ -150,8 +149,10 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   def save(step):
     iterators = {str(host): train_iter.get_state()} if train_iter is not None else {}
     if jax.process_count() > 1:  # every host's iterator position, in one JSON
-      gathered = multihost_utils.process_allgather(
-          np.frombuffer(json.dumps(iterators).encode().ljust(4096), np.uint8))
+      blob = json.dumps(iterators).encode()
+      if len(blob) > 4096:
+        raise ValueError(f"input iterator state of {len(blob)} bytes exceeds the 4096 reserved")
+      gathered = multihost_utils.process_allgather(np.frombuffer(blob.ljust(4096), np.uint8))
       iterators = {}
       for row in np.asarray(gathered).reshape(jax.process_count(), -1):
         iterators.update(json.loads(bytes(row).decode().strip()))
