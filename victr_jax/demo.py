@@ -35,8 +35,9 @@ def draw(i: int, size: int = 64) -> np.ndarray:
 
 def main():
   t0 = time.time()
-  print("victr-jax main job: the full VicTR training demo lands with the trainer (issues 6, 7);"
-        " running the most complete path that exists now: CLIP port end to end.", flush=True)
+  print("victr-jax main job: the full demo (CLIP pretraining, VicTR vs baselines and ablations,"
+        " results table) is not built yet (issue 7); running the most complete path that "
+        "exists now: the CLIP port, then the trainer on synthetic_actions.", flush=True)
   print(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}", flush=True)
   with tempfile.TemporaryDirectory() as tmp:
     _, params = clip.init(clip.get_config("tiny"))
