@@ -64,14 +64,10 @@ def _decode_frames(rec: records.VideoRecord, idx: np.ndarray) -> list[np.ndarray
   return [cache[i] for i in idx.tolist()]
 
 
-def _record(item) -> records.VideoRecord:
-  return item if isinstance(item, records.VideoRecord) else records.decode(item)
-
-
 def train_example(item, rng: np.random.Generator, cfg) -> dict:
   """One training clip (from serialized bytes or a VideoRecord): sampled frames, spatial
   augmentation, normalisation."""
-  rec = _record(item)
+  rec = records.as_record(item)
   idx = video_ops.sample_indices(len(rec.frames), cfg.num_frames, mode=cfg.sampling,
                                  stride=cfg.stride, rng=rng)
   frames = _decode_frames(rec, idx)
@@ -88,7 +84,7 @@ def train_example(item, rng: np.random.Generator, cfg) -> dict:
 
 def eval_views(item, cfg) -> dict:
   """All test views of one video: (V, T, S, S, 3), V = clips x crops (clip-major)."""
-  rec = _record(item)
+  rec = records.as_record(item)
   views = []
   for c in range(cfg.num_test_clips):
     idx = video_ops.sample_indices(len(rec.frames), cfg.num_frames, mode=cfg.sampling,

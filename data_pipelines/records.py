@@ -86,6 +86,11 @@ def decode(serialized: bytes, where: str = "record") -> VideoRecord:
   return VideoRecord(frames, labels, texts, vid, get(START_KEY), get(END_KEY))
 
 
+def as_record(item) -> VideoRecord:
+  """A VideoRecord from either a VideoRecord (TFDS sources) or serialized bytes."""
+  return item if isinstance(item, VideoRecord) else decode(item)
+
+
 # ----------------------------------------------------------------------------- reading
 
 

@@ -155,19 +155,7 @@ def _demo_flags(tmp, steps, ckpt_every=2):
 
 
 def _latest_params(workdir):
-  """(step, params, data) of the newest checkpoint, restored onto this process's first
-  device whatever mesh wrote it."""
-  import orbax.checkpoint as ocp
-  ckdir = os.path.join(workdir, "checkpoints")
-  step = max(int(d) for d in os.listdir(ckdir) if d.isdigit())
-  ck = ocp.StandardCheckpointer()
-  path = os.path.join(ckdir, str(step), "state")
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                        ck.metadata(path).item_metadata)
-  state = ck.restore(path, target)
-  with open(os.path.join(ckdir, str(step), "data", "metadata")) as f:
-    data = json.load(f)
+  step, state, data = train.restore_latest(str(workdir))
   return step, state["params"], data
 
 

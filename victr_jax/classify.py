@@ -35,21 +35,6 @@ def _frames(video: str, num_frames: int, size: int) -> np.ndarray:
   return video_ops.normalize(clip_)
 
 
-def _restore_params(workdir: str):
-  import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  ckdir = os.path.join(workdir, "checkpoints")
-  steps = sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) if os.path.isdir(ckdir) else []
-  if not steps:
-    raise ValueError(f"{workdir}: no completed checkpoint under {ckdir}")
-  path = os.path.join(ckdir, str(steps[-1]), "state")
-  ck = ocp.StandardCheckpointer()
-  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                        ck.metadata(path).item_metadata)
-  return ck.restore(path, target)["params"], steps[-1]
-
-
 def load_model(checkpoint: str):
   """-> (model, params, config or None, description)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -61,7 +46,9 @@ def load_model(checkpoint: str):
     with open(os.path.join(checkpoint, "config.json")) as f:
       config = ml_collections.ConfigDict(json.load(f))
     model = models.build_model(config.model)
-    params, step = _restore_params(checkpoint)
+    from victr_jax import train  # pylint: disable=g-import-not-at-top
+    step, state, _ = train.restore_latest(checkpoint)
+    params = state["params"]
     return model, params, config, f"{config.model.name} work directory, step {step}"
   clip_cfg, clip_params = clip.load_params(checkpoint)
   cfg = models.get_config("tiny")

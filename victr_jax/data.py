@@ -42,10 +42,6 @@ def aux_prompts(cfg):
   return clip.trim_tokens(clip.tokenize(phrases)), np.asarray(cats, np.int32), names
 
 
-def _record(item) -> records.VideoRecord:
-  return item if isinstance(item, records.VideoRecord) else records.decode(item)
-
-
 class SubsetSource:
   """A view of a source: the records whose first label is in `classes` (renumbered to the
   subset's order), optionally only `shots` per class (drawn like splits.few_shot, by video
@@ -56,7 +52,7 @@ class SubsetSource:
     self.source = source
     labels, ids = [], []
     for i in range(len(source)):
-      rec = _record(source[i])
+      rec = records.as_record(source[i])
       labels.append(rec.labels[0] if rec.labels else -1)
       ids.append(rec.video_id or source.where(i))
     keep = list(classes) if classes else sorted({l for l in labels if l >= 0})
@@ -72,7 +68,7 @@ class SubsetSource:
     return len(self.index)
 
   def __getitem__(self, i):
-    rec = _record(self.source[self.index[i]])
+    rec = records.as_record(self.source[self.index[i]])
     if self.remap is not None:
       rec.labels = [self.remap[l] for l in rec.labels if l in self.remap]
     return rec

@@ -319,6 +319,24 @@ def make_eval_step(model):
   return eval_step
 
 
+def restore_latest(workdir: str):
+  """(step, state, data) of a work directory's newest complete checkpoint, restored onto
+  this process's first device whatever mesh wrote it (for inference and inspection)."""
+  ckdir = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) if os.path.isdir(ckdir) else []
+  if not steps:
+    raise ValueError(f"{workdir}: no completed checkpoint under {ckdir}")
+  path = os.path.join(ckdir, str(steps[-1]))
+  ck = ocp.StandardCheckpointer()
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
+                        ck.metadata(os.path.join(path, "state")).item_metadata)
+  state = ck.restore(os.path.join(path, "state"), target)
+  with open(os.path.join(path, "data", "metadata")) as f:
+    data_state = json.load(f)
+  return steps[-1], state, data_state
+
+
 def _with_classes(dcfg, num_classes):
   """The data config with num_classes set (multi-hot labels need it)."""
   e = dcfg.copy_and_resolve_references()
