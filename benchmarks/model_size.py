@@ -11,8 +11,8 @@ import argparse
 import resource
 import time
 
+import flax
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from victr_jax import clip, models
@@ -45,8 +45,7 @@ def main():
 
   t0 = time.perf_counter()
   variables = jax.jit(model.init)(jax.random.key(0), frames[:1], ct, at, cats)
-  params = jax.tree.map(lambda x: x, variables["params"])
-  params = __import__("flax").linen.unbox(params)
+  params = flax.linen.unbox(variables["params"])
   n_clip = sum(x.size for x in jax.tree.leaves(params["clip"]))
   n_head = sum(x.size for k, v in params.items() if k != "clip" for x in jax.tree.leaves(v))
   print(f"VicTR {args.model}: T={args.frames} n={args.classes} m={args.aux} batch={args.batch} "

@@ -18,7 +18,6 @@ sys.modules.setdefault("triton", None)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from victr_jax import clip, config_lib, models, optim, train  # noqa: E402
@@ -32,7 +31,6 @@ ACCEL = jax.default_backend() != "cpu"
 def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
   """A jitted train step of our model on one device; returns (run, flops per step)."""
   model = models.build_model(cfg_model)
-  c = model.clip_cfg
   variables = models.init(model, num_frames=frames.shape[1], n=tokens.shape[0], m=0)
   params = variables["params"]
   if clip_params is not None:

@@ -1,6 +1,5 @@
 """Contrastive pretraining of the tiny CLIP on synthetic frames and their captions."""
 import numpy as np
-from PIL import Image
 
 from data_pipelines import synthetic, video_ops
 from victr_jax import clip, pretrain

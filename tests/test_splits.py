@@ -41,7 +41,7 @@ def test_list_skips_blanks_and_comments(tmp_path):
 def test_list_malformed_line_names_file_and_line(tmp_path, bad):
   path = tmp_path / "l.txt"
   path.write_text(f"# c\nv1.mp4 0\n\n{bad}\n")
-  with pytest.raises(ValueError, match=rf"l\.txt:4:"):
+  with pytest.raises(ValueError, match=r"l\.txt:4:"):
     S.read_list(str(path))
 
 

@@ -17,7 +17,6 @@ from data_pipelines import records, splits, video_io
 from victr_jax import config_lib, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_JPEG = None
 
 
 def _jpeg(v):
@@ -53,7 +52,6 @@ def _tiny(c, workdir_data):
   """Shrinks any config to the tiny model and a CPU-sized run."""
   c.model.clip = "tiny"
   c.model.head.num_heads = 2
-  c.model.dtype = c.model.dtype  # bf16 configs stay bf16
   c.model.num_frames = 2
   d = c.data
   d.num_frames, d.stride, d.image_size = 2, 1, 32

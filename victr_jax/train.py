@@ -14,7 +14,6 @@ import os
 import signal
 import time
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

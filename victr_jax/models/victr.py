@@ -13,7 +13,6 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from victr_jax.clip.config import CLIPConfig
 from victr_jax.clip.model import CLIP
