@@ -21,10 +21,11 @@ def get_config(arg=None):
   c.prompt_template = "{}."
   d = c.data
   d.synthetic_dir = a.data_dir
-  d.synthetic_per_class = {"train": 24, "test": 8}
+  d.synthetic_per_class = {"train": 64, "test": 8}
+  d.synthetic_size = 32  # rendered at the model's resolution: nothing to resize
   d.num_frames, d.stride, d.image_size = a.frames, 2, 32
   d.flip = False  # flipping turns "moving left" into "moving right"
-  d.crop_scale = (0.6, 1.0)
+  d.crop_scale = (1.0, 1.0)  # positions are the signal: no spatial jitter
   d.batch_size, d.eval_batch_size, d.num_threads = 16, 32, 2
   if a.setting == "base_to_novel":
     base, novel = synthetic.base_novel_classes()
@@ -36,9 +37,9 @@ def get_config(arg=None):
   else:
     d.train = config_lib.dataset("synthetic", split="train", classnames="synthetic")
     c.evals.test = config_lib.dataset("synthetic", split="test", classnames="synthetic")
-  c.optim.lr = 3e-4
-  c.optim.warmup_steps = 20
-  c.optim.head_lr_mult = 3.0
+  c.optim.lr = 1e-3
+  c.optim.warmup_steps = 30
+  c.optim.head_lr_mult = 10.0
   c.optim.label_smoothing = 0.0
   c.num_train_steps = a.steps
   c.log_every, c.checkpoint_every = 25, 100

@@ -1,13 +1,15 @@
 """synthetic_actions: procedural videos whose classes need temporal reasoning.
 
-Each video shows one shape ("square", "circle", "triangle") of some colour on some
-background, doing one motion. A class is a (shape, motion) pair named compositionally,
-e.g. "a square moving left". The motions come in reverse pairs (left/right, up/down,
-growing/shrinking): a motion and its reverse show the same set of frames in opposite
-order, so averaging frames (CLIP zero-shot, mean pooling) cannot tell them apart and only
-temporal reasoning can. Colours and backgrounds vary independently of the class: they are
-the auxiliary concepts (objects, colours, scenes). Base-to-novel splits hold out (shape,
-motion) pairs whose shape and motion both appear, in other pairs, among the base classes.
+Each video shows one coloured shape on some background doing one motion. A class is a
+(colour, motion) pair named compositionally, e.g. "a red shape moving left". The motions
+come in reverse pairs (left/right, up/down, growing/shrinking):
+a motion and its reverse show the same set of frames in opposite order, so averaging
+frames (CLIP zero-shot, mean pooling) cannot tell them apart and only temporal reasoning
+can. The shape (square,
+triangle, cross), the background, the start position and the speed vary independently of
+the class; shapes, places and backgrounds are the auxiliary concepts. Base-to-novel
+splits hold out (colour, motion) pairs whose colour and motion both appear, in other
+pairs, among the base classes.
 
 Everything is generated from a seed: no files are needed, and the same seed gives the
 same videos on every machine.
@@ -21,33 +23,34 @@ import numpy as np
 
 from data_pipelines import records, video_io
 
-SHAPES = ("square", "circle", "triangle")
+SHAPES = ("square", "triangle", "cross")
 MOTIONS = ("moving left", "moving right", "moving up", "moving down", "growing", "shrinking")
-COLOURS = {"red": (220, 50, 40), "green": (40, 190, 70), "blue": (50, 90, 230),
-           "yellow": (235, 205, 40), "white": (235, 235, 235), "purple": (150, 60, 200)}
+COLOURS = {"red": (220, 50, 40), "green": (40, 190, 70), "blue": (50, 90, 230)}
+PLACES = ("left", "right", "top", "bottom")
 BACKGROUNDS = ("dark background", "light background", "noisy background", "striped background")
 SPLIT_SEEDS = {"train": 0, "test": 1, "val": 2, "pretrain": 3}
 
 
 def classes() -> list[str]:
-  return [f"a {s} {m}" for s in SHAPES for m in MOTIONS]
+  return [f"a {c} shape {m}" for c in COLOURS for m in MOTIONS]
 
 
 def class_parts(i: int) -> tuple[str, str]:
-  return SHAPES[i // len(MOTIONS)], MOTIONS[i % len(MOTIONS)]
+  """(colour, motion) of class i."""
+  return list(COLOURS)[i // len(MOTIONS)], MOTIONS[i % len(MOTIONS)]
 
 
 def base_novel_classes() -> tuple[list[int], list[int]]:
-  """Compositional halves: (shape + motion) even -> base, odd -> novel; every shape and
+  """Compositional halves: (colour + motion) even -> base, odd -> novel; every colour and
   every motion occurs in both halves."""
   base = [i for i in range(len(classes())) if (i // len(MOTIONS) + i % len(MOTIONS)) % 2 == 0]
   return base, [i for i in range(len(classes())) if i not in base]
 
 
 def aux_vocab() -> tuple[list[str], np.ndarray, list[str]]:
-  """(phrases, category of each, category names): shapes, colours, backgrounds."""
+  """(phrases, category of each, category names): shapes, places, backgrounds."""
   groups = {"objects": [f"a {s}" for s in SHAPES],
-            "colours": [f"something {c}" for c in COLOURS],
+            "places": [f"a shape at the {p}" for p in PLACES],
             "scenes": [f"a {b}" for b in BACKGROUNDS]}
   phrases, cats = [], []
   for c, (_, items) in enumerate(groups.items()):
@@ -71,15 +74,47 @@ class Video:
   def caption(self) -> str:
     return f"a {self.colour} {self.shape} on a {self.background}"
 
-  def frame_caption(self, t: int) -> str:
-    """What frame t shows, position and size included: the words a frame-level CLIP can
-    learn (pretraining), from which a video model can read motion."""
+  def frame_attributes(self, t: int) -> dict:
+    """What frame t shows, as words: size, colour, shape, place, background."""
     x, y = self.centres[t]
-    col = "left" if x < 0.42 else "right" if x > 0.58 else "centre"
-    row = "top" if y < 0.42 else "bottom" if y > 0.58 else "middle"
     r = self.radii[t]
-    size = "small" if r < 0.11 else "large" if r > 0.17 else "medium"
-    return f"a {size} {self.colour} {self.shape} at the {row} {col} on a {self.background}"
+    return {"size": SIZES[0] if r < 0.14 else SIZES[2] if r > 0.22 else SIZES[1],
+            "colour": self.colour, "shape": self.shape,
+            "place": f"{'top' if y < 0.5 else 'bottom'} {'left' if x < 0.5 else 'right'}",
+            "background": self.background}
+
+  def frame_caption(self, t: int) -> str:
+    """A description of frame t, position and size included: the words a frame-level
+    CLIP can learn (pretraining), from which a video model can read motion."""
+    return describe(**self.frame_attributes(t))
+
+
+SIZES = ("small", "medium", "large")
+FRAME_PLACES = ("top left", "top right", "bottom left", "bottom right")
+ATTRIBUTES = {"size": SIZES, "colour": tuple(COLOURS), "shape": SHAPES, "place": FRAME_PLACES,
+              "background": BACKGROUNDS}
+
+
+def describe(size=None, colour=None, shape=None, place=None, background=None) -> str:
+  """'a {size} {colour} {shape} at the {place} on a {background}'; a missing field is left
+  out ('shape' stands for a missing shape): 'a red shape at the left'."""
+  text = "a " + " ".join([w for w in (size, colour) if w] + [shape or "shape"])
+  text += f" at the {place}" if place else ""
+  return text + (f" on a {background}" if background else "")
+
+
+def frames_and_captions(split: str, n: int, size: int = 32, seed: int = 0):
+  """n single frames of random videos with their descriptions (the pretraining data):
+  (frames (n, size, size, 3) uint8, captions, attribute dicts)."""
+  rng = np.random.default_rng([seed, SPLIT_SEEDS.get(split, 9), 1])
+  frames, caps, attrs = [], [], []
+  while len(frames) < n:
+    v = render(int(rng.integers(len(classes()))), rng, num_frames=8, size=size)
+    for t in rng.choice(8, 2, replace=False):
+      frames.append(v.frames[t])
+      attrs.append(v.frame_attributes(int(t)))
+      caps.append(describe(**attrs[-1]))
+  return np.stack(frames[:n]), caps[:n], attrs[:n]
 
 
 def _background(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -98,30 +133,31 @@ def _mask(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
   yy, xx = (np.mgrid[:size, :size] + 0.5) / size
   if shape == "square":
     return (np.abs(xx - cx) < r) & (np.abs(yy - cy) < r)
-  if shape == "circle":
-    return (xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2
+  if shape == "cross":  # a plus sign: two bars of width 2r/3
+    return (((np.abs(xx - cx) < r) & (np.abs(yy - cy) < r / 3)) |
+            ((np.abs(yy - cy) < r) & (np.abs(xx - cx) < r / 3)))
   # triangle pointing up: inside when below the apex lines and above the base
   return (yy < cy + r) & (yy > cy - r) & (np.abs(xx - cx) < (yy - (cy - r)) / 2)
 
 
 def render(label: int, rng: np.random.Generator, num_frames: int = 16,
            size: int = 64) -> Video:
-  """One video of class `label` with random colour, background, position and speed."""
-  shape, motion = class_parts(label)
-  colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+  """One video of class `label` with random shape, background, position and speed."""
+  colour, motion = class_parts(label)
+  shape = SHAPES[int(rng.integers(len(SHAPES)))]
   bg_kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
   bg = _background(bg_kind, size, rng)
   t = np.linspace(0.0, 1.0, num_frames)
-  r = np.full(num_frames, rng.uniform(0.1, 0.16))
+  r = np.full(num_frames, rng.uniform(0.15, 0.22))
   cx = np.full(num_frames, rng.uniform(0.35, 0.65))
   cy = np.full(num_frames, rng.uniform(0.35, 0.65))
   a, b = rng.uniform(0.2, 0.3), rng.uniform(0.7, 0.8)  # travel from a to b (or back)
-  if motion in ("moving left", "moving right"):
-    cx = a + (b - a) * t if motion == "moving right" else b - (b - a) * t
-  elif motion in ("moving up", "moving down"):
-    cy = a + (b - a) * t if motion == "moving down" else b - (b - a) * t
+  if motion in MOTIONS[:2]:  # left / right
+    cx = a + (b - a) * t if motion == MOTIONS[1] else b - (b - a) * t
+  elif motion in MOTIONS[2:4]:  # up / down
+    cy = a + (b - a) * t if motion == MOTIONS[3] else b - (b - a) * t
   else:
-    lo, hi = rng.uniform(0.05, 0.08), rng.uniform(0.2, 0.26)
+    lo, hi = rng.uniform(0.07, 0.1), rng.uniform(0.26, 0.3)
     r = lo + (hi - lo) * t if motion == "growing" else hi - (hi - lo) * t
   col = np.asarray(COLOURS[colour], np.float32)
   frames = np.empty((num_frames, size, size, 3), np.uint8)

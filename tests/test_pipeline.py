@@ -156,7 +156,7 @@ def test_synthetic_is_deterministic_and_base_novel_is_compositional():
   base, novel = synthetic.base_novel_classes()
   assert sorted(base + novel) == list(range(len(synthetic.classes())))
   for half in (base, novel):
-    assert {synthetic.class_parts(i)[0] for i in half} == set(synthetic.SHAPES)
+    assert {synthetic.class_parts(i)[0] for i in half} == set(synthetic.COLOURS)
     assert {synthetic.class_parts(i)[1] for i in half} == set(synthetic.MOTIONS)
 
 

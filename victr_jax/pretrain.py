@@ -16,11 +16,15 @@ from victr_jax import clip
 
 
 def contrastive_loss(model, params, images, tokens):
-  """Symmetric cross-entropy over the image-text similarity matrix (N, N)."""
+  """Symmetric cross-entropy over the image-text similarity matrix (N, N). Pairs whose
+  captions are token-for-token equal are all positives (target mass shared equally): in a
+  small world of descriptions the same caption recurs within a batch, and pushing it away
+  from its own image would be wrong."""
   logits, _, _ = model.apply({"params": params}, images, tokens)
-  labels = jnp.arange(logits.shape[0])
-  return 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean() +
-                optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean())
+  same = jnp.all(tokens[:, None, :] == tokens[None, :, :], axis=-1).astype(jnp.float32)
+  targets = same / same.sum(axis=1, keepdims=True)
+  return 0.5 * (optax.softmax_cross_entropy(logits, targets).mean() +
+                optax.softmax_cross_entropy(logits.T, targets).mean())
 
 
 def pretrain(cfg: clip.CLIPConfig, batches, steps: int, lr: float = 1e-3, seed: int = 0,

@@ -198,6 +198,8 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
       res.update(corrupt_videos=int(stats.corrupt), corrupt_where=stats.where[:20],
                  group=ecfg.get("group", name), seconds=round(time.time() - t0, 1))
       results[name] = res
+      if not multi_label and len(names) <= 200:  # rows: true class, columns: predicted
+        res["confusion"] = acc.confusion.astype(int).tolist()
       if host == 0 and not multi_label and len(names) <= 200:
         metrics.plot_confusion(acc.confusion, names,
                                os.path.join(workdir, f"confusion_{name}.png"))
@@ -230,9 +232,10 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
     for step in range(start, num_steps):
       batch = pipeline.to_global(next(train_iter), batch_sh)
       with mesh, nn.logical_axis_rules(rules):
-        if compiled_flops is None:
+        if compiled_flops is None:  # compile once, ahead of time, and read its FLOPs
+          p_train = p_train.lower(state, batch, *train_text).compile()
           try:
-            cost = p_train.lower(state, batch, *train_text).compile().cost_analysis()
+            cost = p_train.cost_analysis()
             cost = cost[0] if isinstance(cost, list) else cost
             compiled_flops = float(cost.get("flops", 0.0)) * jax.process_count()
           except Exception:  # pylint: disable=broad-except

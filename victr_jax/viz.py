@@ -61,3 +61,20 @@ def plot_curves(metrics_jsonl, path, keys=("train/loss", "train/top1")):
   fig.tight_layout()
   fig.savefig(path)
   return path
+
+
+def plot_loss_curves(runs, path, key="train/loss"):
+  """One curve per run: runs maps a name to its metrics.jsonl."""
+  fig = _figure(5, 3.2)
+  ax = fig.add_subplot(1, 1, 1)
+  for name, metrics_jsonl in runs.items():
+    rows = [json.loads(l) for l in open(metrics_jsonl) if l.strip()]
+    pts = [(r["step"], r[key]) for r in rows if key in r]
+    if pts:
+      ax.plot(*zip(*pts), marker=".", label=name)
+  ax.set_xlabel("step", fontsize=8)
+  ax.set_title(key, fontsize=9)
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(path)
+  return path
