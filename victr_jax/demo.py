@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default=os.path.join("workdirs", "demo"))
   p.add_argument("--steps", type=int, default=200, help="training steps per run")
-  p.add_argument("--pretrain_steps", type=int, default=400)
+  p.add_argument("--pretrain_steps", type=int, default=500)
   p.add_argument("--rows", default="", help="comma-separated variants (default: all ROWS)")
   p.add_argument("--settings", default=",".join(SETTINGS))
   args = p.parse_args(argv)
