@@ -11,7 +11,7 @@ from victr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, variant="victr", setting="full", steps=300,
+  a = config_lib.parse_arg(arg, variant="victr", setting="full", steps=200,
                            data_dir="/tmp/victr_synthetic_actions", frames=8)
   c = config_lib.base("tiny")
   c.model.num_frames = a.frames
@@ -23,6 +23,8 @@ def get_config(arg=None):
   d.synthetic_dir = a.data_dir
   d.synthetic_per_class = {"train": 64, "test": 8}
   d.synthetic_size = 32  # rendered at the model's resolution: nothing to resize
+  d.synthetic_frames = (a.frames - 1) * 2 + 1  # a clip spans the whole video: a motion and
+  # its reverse then give the same set of frames, and frame averaging cannot tell them apart
   d.num_frames, d.stride, d.image_size = a.frames, 2, 32
   d.flip = False  # flipping turns "moving left" into "moving right"
   d.crop_scale = (1.0, 1.0)  # positions are the signal: no spatial jitter

@@ -2,19 +2,19 @@
 
 Each video shows one coloured shape on some background doing one motion. A class is a
 (colour, motion) pair named compositionally, e.g. "a red shape moving left". The motions
-come in reverse pairs (left/right, up/down, growing/shrinking):
-a motion and its reverse show the same set of frames in opposite order, so averaging
-frames (CLIP zero-shot, mean pooling) cannot tell them apart and only temporal reasoning
-can. The shape (square,
-triangle, cross), the background, the start position and the speed vary independently of
-the class; shapes, places and backgrounds are the auxiliary concepts. Base-to-novel
-splits hold out (colour, motion) pairs whose colour and motion both appear, in other
-pairs, among the base classes.
+come in reverse pairs (left/right, up/down, growing/shrinking): a motion and its reverse
+show the same set of frames in opposite order, so averaging frames (CLIP zero-shot, mean
+pooling) over a clip that spans the video cannot tell them apart and only temporal
+reasoning can. The shape (square, triangle, cross), the background, the start position
+and the speed vary independently of the class; shapes, places and backgrounds are the
+auxiliary concepts. Base-to-novel splits hold out (colour, motion axis) pairs whose colour
+and motions all appear, in other pairs, among the base classes.
 
 Everything is generated from a seed: no files are needed, and the same seed gives the
 same videos on every machine.
 """
 import dataclasses
+import glob
 import json
 import os
 from typing import Iterator
@@ -29,6 +29,7 @@ COLOURS = {"red": (220, 50, 40), "green": (40, 190, 70), "blue": (50, 90, 230)}
 PLACES = ("left", "right", "top", "bottom")
 BACKGROUNDS = ("dark background", "light background", "noisy background", "striped background")
 SPLIT_SEEDS = {"train": 0, "test": 1, "val": 2, "pretrain": 3}
+VERSION = 2  # of the generator: 2 = colour x motion classes (1 was shape x motion)
 
 
 def classes() -> list[str]:
@@ -41,9 +42,12 @@ def class_parts(i: int) -> tuple[str, str]:
 
 
 def base_novel_classes() -> tuple[list[int], list[int]]:
-  """Compositional halves: (colour + motion) even -> base, odd -> novel; every colour and
-  every motion occurs in both halves."""
-  base = [i for i in range(len(classes())) if (i // len(MOTIONS) + i % len(MOTIONS)) % 2 == 0]
+  """Compositional halves by (colour, motion axis): (colour + axis) even -> base (10
+  classes), odd -> novel (8). A motion and its reverse stay in the same half, so both
+  halves still need the direction of a motion; every colour and every motion occurs in
+  both halves."""
+  axis = lambda i: (i % len(MOTIONS)) // 2  # left/right, up/down, growing/shrinking
+  base = [i for i in range(len(classes())) if (i // len(MOTIONS) + axis(i)) % 2 == 0]
   return base, [i for i in range(len(classes())) if i not in base]
 
 
@@ -188,15 +192,18 @@ def write(out_dir: str, per_class: dict[str, int], num_frames: int = 16, size: i
   class lists and manifest.json into out_dir. Returns the manifest."""
   os.makedirs(out_dir, exist_ok=True)
   names = classes()
-  manifest = {"dataset": "synthetic_actions", "seed": seed, "num_frames": num_frames,
-              "size": size, "classes": len(names), "splits": {}}
+  manifest = {"dataset": "synthetic_actions", "version": VERSION, "seed": seed,
+              "num_frames": num_frames, "size": size, "classes": len(names),
+              "class_names": names, "splits": {}}
   for split, n in per_class.items():
+    for old in glob.glob(os.path.join(out_dir, f"{split}.*")):  # an earlier generation's
+      os.remove(old)
     recs = (records.VideoRecord([video_io.encode_jpeg(f, jpeg_quality) for f in v.frames],
                                 [v.label], [names[v.label]], f"{split}_{i:06d}")
             for i, v in enumerate(generate(split, n, num_frames, size, seed)))
     paths = records.write_shards(recs, os.path.join(out_dir, split), num_shards, fmt)
-    manifest["splits"][split] = {"videos": n * len(names), "shards": [os.path.basename(p)
-                                                                      for p in paths]}
+    manifest["splits"][split] = {"videos": n * len(names), "per_class": n,
+                                 "shards": [os.path.basename(p) for p in paths]}
   with open(os.path.join(out_dir, "classes.txt"), "w") as f:
     f.write("\n".join(names) + "\n")
   phrases, cats, cat_names = aux_vocab()
@@ -209,3 +216,16 @@ def write(out_dir: str, per_class: dict[str, int], num_frames: int = 16, size: i
   with open(os.path.join(out_dir, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=2)
   return manifest
+
+
+def written_as(out_dir: str, per_class: dict[str, int], num_frames: int, size: int,
+               seed: int) -> bool:
+  """Whether out_dir holds records this generator would write with these settings."""
+  try:
+    with open(os.path.join(out_dir, "manifest.json")) as f:
+      m = json.load(f)
+  except (OSError, ValueError):
+    return False
+  return (m.get("version") == VERSION and m.get("class_names") == classes() and
+          (m.get("seed"), m.get("num_frames"), m.get("size")) == (seed, num_frames, size) and
+          {k: v.get("per_class") for k, v in m.get("splits", {}).items()} == dict(per_class))

@@ -38,11 +38,26 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
                        "victr/base_to_novel", "classifier_visual/full"}  # closed set: no novel
   for key, r in rows.items():
     assert all(0.0 <= v <= 1.0 for v in r.values()), (key, r)
+    if key.endswith("/full"):  # a right class has the right motion
+      assert r["motion_accuracy"] >= r["top1"] - 1e-9, (key, r)
   assert set(res["clip_attribute_accuracy"]) == set(synthetic.ATTRIBUTES)
   table = open(os.path.join(wd, "results.md")).read()
-  assert "| VicTR |" in table and "| VicTR, visual classifier (closed set) |" in table
-  assert table.count("\n|") == 2 + 3 and "—" in table
-  for pic in ("curves.png", "confusion_victr.png", "affinities_0.png", "affinities_2.png"):
+  victr_row = [l for l in table.splitlines() if l.startswith("| VicTR |")][0]
+  v, b = rows["victr/full"], rows["victr/base_to_novel"]
+  assert victr_row == (f"| VicTR | {100 * v['top1']:.1f} | {100 * v['motion_accuracy']:.1f} | "
+                       f"{100 * v['direction_accuracy']:.1f} | {100 * b['base_top1']:.1f} | "
+                       f"{100 * b['novel_top1']:.1f} | {100 * b['harmonic_mean']:.1f} |")
+  closed = [l for l in table.splitlines() if "visual classifier (closed set)" in l][0]
+  assert closed.endswith("| — | — | — |")
+  assert table.count("\n|") == 2 + 3
+  for pic in ("curves.png", "confusion_victr.png", "affinities_0.png", "affinities_1.png",
+              "affinities_2.png"):
     assert os.path.getsize(os.path.join(wd, pic)) > 1000, pic
   # The pretrained CLIP is a converted checkpoint users and victr-classify can load.
   assert os.path.exists(os.path.join(wd, "clip", "clip_config.json"))
+
+
+def test_main_job_rejects_unknown_rows(tmp_path):
+  import pytest
+  with pytest.raises(SystemExit):
+    demo.main(["--workdir", str(tmp_path), "--rows", "victr,no_such_row"])

@@ -10,6 +10,7 @@ def test_frame_captions_describe_position_and_size():
   first, last = v.frame_caption(0), v.frame_caption(len(v.frames) - 1)
   assert "right" in first and "left" in last and v.colour in first and v.shape in first
   assert v.colour == "red" and v.shape in synthetic.SHAPES
+  assert v.frame_attributes(0)["size"] in first
 
 
 def test_contrastive_loss_goes_down():

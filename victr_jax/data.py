@@ -78,12 +78,17 @@ class SubsetSource:
 
 
 def ensure_synthetic(dcfg, per_class: dict, num_frames=16, size=64) -> str:
-  """Writes the synthetic_actions records once (process 0); returns the directory."""
+  """Writes the synthetic_actions records (process 0) unless the directory already holds
+  them as these settings and this generator would write them; returns the directory."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   out = dcfg.synthetic_dir
-  if jax.process_index() == 0 and not os.path.exists(os.path.join(out, "manifest.json")):
-    synthetic.write(out, per_class, num_frames=num_frames, size=size, seed=dcfg.synthetic_seed)
+  seed = dcfg.synthetic_seed
+  if jax.process_index() == 0 and not synthetic.written_as(out, per_class, num_frames, size, seed):
+    if os.path.exists(os.path.join(out, "manifest.json")):
+      print(f"synthetic_actions in {out} were written with other settings or an older "
+            "generator: writing them again", flush=True)
+    synthetic.write(out, per_class, num_frames=num_frames, size=size, seed=seed)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("synthetic_actions written")
   return out

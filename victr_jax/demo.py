@@ -1,6 +1,6 @@
 """The main job: the whole method on the embedded synthetic_actions data, on a CPU.
 
-  python -m victr_jax.demo [--workdir workdirs/demo] [--steps 300] [--pretrain_steps 500]
+  python -m victr_jax.demo [--workdir workdirs/demo] [--steps 200] [--pretrain_steps 500]
 
 1. data      synthetic_actions records: 18 classes "a {colour} shape {motion}" whose motions
              come in reverse pairs (WORKDIR/data).
@@ -9,8 +9,11 @@
              knows the words of this world (WORKDIR/clip, a converted checkpoint). Printed:
              its zero-shot accuracy on each attribute of held-out frames.
 3. runs      every row of ROWS through configs/demo.py and the trainer, once on all 18
-             classes (seen) and once base-to-novel (train on 9 base compositions, test on
-             base and on the 9 novel ones) (WORKDIR/runs/VARIANT_SETTING).
+             classes (seen) and once base-to-novel (train on the 10 base (colour, motion
+             axis) compositions, test on them and on the 8 novel ones; a motion and its
+             reverse stay in one half) (WORKDIR/runs/VARIANT_SETTING). The CLIP was
+             pretrained on frames of all classes: frames show colours and places, never a
+             motion word.
 4. results   WORKDIR/results.json and results.md (the table); pictures: curves.png,
              confusion_*.png and affinities_*.png (VicTR's per-frame affinities of class and
              auxiliary text, the paper's qualitative figure).
@@ -31,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import synthetic, video_ops
+from data_pipelines import pipeline, records, synthetic, video_ops
 from victr_jax import clip, data, models, pretrain, train, viz
 
 ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
@@ -75,7 +78,8 @@ def pretrain_clip(out_dir, steps, batch_size=256, lr=3e-3, pool=12288, seed=0):
 
 def attribute_accuracy(model, params, n=240, seed=0) -> dict:
   """Zero-shot accuracy of the CLIP on held-out frames, per attribute: the true description
-  against the same description with that attribute swapped for each other value."""
+  against the same description with that attribute swapped for each other value; beside it
+  the share of the most frequent value (what always guessing it would score)."""
   frames, _, attrs = synthetic.frames_and_captions("val", n, model.cfg.image_size, seed)
   images = jnp.asarray(video_ops.normalize(frames))
   img = model.apply({"params": params}, images, method=model.encode_image)
@@ -87,7 +91,9 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
                       method=model.encode_text).reshape(n, len(values), -1)
     txt = txt / jnp.linalg.norm(txt, axis=-1, keepdims=True)
     pred = np.asarray(jnp.einsum("nd,nvd->nv", img, txt).argmax(-1))
-    out[name] = float(np.mean([values[p] == a[name] for p, a in zip(pred, attrs)]))
+    truth = [a[name] for a in attrs]
+    out[name] = {"accuracy": float(np.mean([values[p] == t for p, t in zip(pred, truth)])),
+                 "majority": max(truth.count(v) for v in values) / len(truth)}
   return out
 
 
@@ -113,7 +119,7 @@ def motion_scores(confusion) -> dict:
           "direction_accuracy": float(m[same_motion].sum() / max(m[same_axis].sum(), 1.0))}
 
 
-def row_result(variant, setting, ev) -> dict:
+def row_result(setting, ev) -> dict:
   sets = ev["sets"]
   if setting == "full":
     return {"top1": sets["test"]["top1"], **motion_scores(sets["test"]["confusion"])}
@@ -137,29 +143,27 @@ def markdown_table(results, rows) -> str:
   return "\n".join(lines) + "\n"
 
 
-def affinity_pictures(cfg, state, workdir, num_videos=3):
-  """VicTR's affinities over time of class and auxiliary text for a few test videos."""
+def affinity_pictures(cfg, state, workdir, labels=(0, 4, 8)):
+  """VicTR's affinities over time of class and auxiliary text for one test video of each
+  class in `labels`, read and sampled exactly as the evaluation reads them."""
   model = models.build_model(cfg.model)
   names = data.subset_names(cfg.data.train)
   tokens = data.class_tokens(names, cfg.prompt_template)
   aux_tokens, aux_cats, _ = data.aux_prompts(cfg)
-  aux_phrases = synthetic.aux_vocab()[0]
-  videos = [v for v in synthetic.generate("test", 1, num_frames=cfg.data.synthetic_frames,
-                                          size=cfg.data.image_size)][:num_videos * 4:4]
-  idx = video_ops.sample_indices(cfg.data.synthetic_frames, cfg.data.num_frames,
-                                 mode=cfg.data.sampling, stride=cfg.data.stride, view=0,
-                                 num_views=1)
-  frames = np.stack([video_ops.normalize(v.frames[idx]) for v in videos])
-  out = jax.jit(model.apply)({"params": state["params"]}, jnp.asarray(frames),
+  source = data.open_source(cfg.evals.test, cfg.data)
+  first = {}
+  for i in range(len(source)):
+    first.setdefault(records.as_record(source[i]).labels[0], i)
+  ecfg = train._with_classes(cfg.data, len(names))  # pylint: disable=protected-access
+  views = [pipeline.eval_views(source[first[c]], ecfg)["frames"][0] for c in labels]
+  out = jax.jit(model.apply)({"params": state["params"]}, jnp.asarray(np.stack(views)),
                              jnp.asarray(tokens), jnp.asarray(aux_tokens), jnp.asarray(aux_cats))
   pred = np.asarray(out["logits"]).argmax(-1)
-  paths = []
-  for i, v in enumerate(videos):
-    paths.append(viz.plot_affinities(
-        out["affinities"], names + aux_phrases, os.path.join(workdir, f"affinities_{i}.png"),
-        video_index=i, title=f"{names[v.label]} ({v.shape}, {v.background}); "
-                             f"predicted: {names[pred[i]]}"))
-  return paths
+  prompts = names + synthetic.aux_vocab()[0]
+  return [viz.plot_affinities(out["affinities"], prompts,
+                              os.path.join(workdir, f"affinities_{k}.png"), video_index=k,
+                              title=f"{names[c]}; predicted: {names[pred[k]]} (first view)")
+          for k, c in enumerate(labels)]
 
 
 def main(argv=None) -> int:
@@ -174,7 +178,11 @@ def main(argv=None) -> int:
   t0 = time.time()
   wd = os.path.abspath(args.workdir)
   os.makedirs(wd, exist_ok=True)
-  rows = [r for r in ROWS if not args.rows or r[0] in args.rows.split(",")]
+  known = [v for v, _ in ROWS]
+  asked = args.rows.split(",") if args.rows else known
+  if set(asked) - set(known) or set(args.settings.split(",")) - set(SETTINGS):
+    p.error(f"--rows takes names from {known}, --settings from {list(SETTINGS)}")
+  rows = [r for r in ROWS if r[0] in asked]
   settings = [s for s in SETTINGS if s in args.settings.split(",")]
   _log(f"victr-jax main job -> {wd} ({jax.device_count()} x {jax.devices()[0].device_kind})")
 
@@ -191,9 +199,9 @@ def main(argv=None) -> int:
        f"({args.pretrain_steps} steps)")
   model, params, _ = pretrain_clip(ckpt, args.pretrain_steps)
   attr = attribute_accuracy(model, params)
-  _log("      zero-shot accuracy per attribute on held-out frames: " +
-       ", ".join(f"{k} {v:.2f} (chance {1 / len(synthetic.ATTRIBUTES[k]):.2f})"
-                 for k, v in attr.items()) + f" ({time.time() - t0:.0f}s)")
+  _log("      zero-shot accuracy per attribute on held-out frames (most frequent value's "
+       "share): " + ", ".join(f"{k} {v['accuracy']:.2f} ({v['majority']:.2f})"
+                              for k, v in attr.items()) + f" ({time.time() - t0:.0f}s)")
 
   runs = [(v, s) for v, _ in rows for s in settings if not (s != "full" and v in CLOSED_SET)]
   results, states, t_runs = {}, {}, time.time()
@@ -206,7 +214,10 @@ def main(argv=None) -> int:
     run_dir = os.path.join(wd, "runs", f"{variant}_{setting}")
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time the job runs
     out = train.run(cfg, run_dir, mode="eval" if cfg.num_train_steps < 0 else "train_and_eval")
-    results[f"{variant}/{setting}"] = row_result(variant, setting, out["eval"])
+    if "eval" not in out:  # stopped by SIGTERM: the run's checkpoint is written
+      _log(f"stopped during {variant}, {setting} (step {out.get('stopped_at')})")
+      return 1
+    results[f"{variant}/{setting}"] = row_result(setting, out["eval"])
     if variant == "victr" and setting == "full":
       states["victr"] = (cfg, out["state"])
 
