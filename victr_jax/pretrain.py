@@ -3,7 +3,7 @@
 Used by the main job to give the tiny CLIP of the synthetic_actions demo the words of its
 world (shapes, colours, backgrounds, positions, sizes) from single frames, the way real
 VicTR starts from a CLIP pretrained on images and their captions. Symmetric InfoNCE with
-the learned logit scale, AdamW, on all local devices.
+the learned logit scale, AdamW, on one device (the demo CLIP is tiny).
 """
 import time
 
