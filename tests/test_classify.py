@@ -58,16 +58,16 @@ def test_zero_shot_equals_clip_frame_average(video_and_ckpt):
   np.testing.assert_allclose([got[l] for l in ("running", "jumping", "swimming")], p, atol=1e-4)
 
 
-def test_trained_work_directory(video_and_ckpt, tmp_path):
+def test_trained_work_directory(video_and_ckpt, tmp_path, monkeypatch):
   video, _ = video_and_ckpt
+  monkeypatch.chdir(tmp_path)  # a relative work directory, as users type it
   c = importlib.import_module("configs.demo").get_config("steps=1")
   c.data.synthetic_dir = str(tmp_path / "syn")
   c.data.synthetic_per_class = {"train": 1, "test": 1}
   c.data.batch_size = c.data.eval_batch_size = 8
   c.evals = {}
   train.run(c, str(tmp_path / "wd"), mode="train")
-  res = classify.classify(video, str(tmp_path / "wd"), "a red shape moving left,a green shape growing",
-                          top_k=2)
+  res = classify.classify(video, "wd", "a red shape moving left,a green shape growing", top_k=2)
   assert res["model"].startswith("victr work directory, step 1")
   assert len(res["predictions"]) == 2
 

@@ -324,7 +324,7 @@ def make_eval_step(model):
 def restore_latest(workdir: str):
   """(step, state, data) of a work directory's newest complete checkpoint, restored onto
   this process's first device whatever mesh wrote it (for inference and inspection)."""
-  ckdir = os.path.join(workdir, "checkpoints")
+  ckdir = os.path.join(os.path.abspath(workdir), "checkpoints")  # orbax wants absolute paths
   steps = sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) if os.path.isdir(ckdir) else []
   if not steps:
     raise ValueError(f"{workdir}: no completed checkpoint under {ckdir}")
