@@ -99,7 +99,9 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
 
 # ------------------------------------------------------------------ 3. runs
 def demo_config(variant, setting, steps, data_dir, ckpt):
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where configs/ is
+  if root not in sys.path:
+    sys.path.insert(0, root)
   cfg = importlib.import_module("configs.demo").get_config(
       f"variant={variant},setting={setting},steps={steps}")
   cfg.data.synthetic_dir = data_dir
