@@ -83,13 +83,13 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
   frames, _, attrs = synthetic.frames_and_captions("val", n, model.cfg.image_size, seed)
   images = jnp.asarray(video_ops.normalize(frames))
   img = model.apply({"params": params}, images, method=model.encode_image)
-  img = img / jnp.linalg.norm(img, axis=-1, keepdims=True)
+  img = clip.l2_normalize(img)
   out = {}
   for name, values in synthetic.ATTRIBUTES.items():
     texts = [synthetic.describe(**dict(a, **{name: v})) for a in attrs for v in values]
     txt = model.apply({"params": params}, clip.trim_tokens(clip.tokenize(texts)),
                       method=model.encode_text).reshape(n, len(values), -1)
-    txt = txt / jnp.linalg.norm(txt, axis=-1, keepdims=True)
+    txt = clip.l2_normalize(txt)
     pred = np.asarray(jnp.einsum("nd,nvd->nv", img, txt).argmax(-1))
     truth = [a[name] for a in attrs]
     out[name] = {"accuracy": float(np.mean([values[p] == t for p, t in zip(pred, truth)])),

@@ -40,20 +40,29 @@ def plot_affinities(affinities, prompts, path, video_index=0, title=""):
   return path
 
 
+def _read_metrics(metrics_jsonl):
+  with open(metrics_jsonl) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
+def _series(rows, key):
+  """(step, value) points of one metric."""
+  return [(r["step"], r[key]) for r in rows if key in r]
+
+
 def plot_curves(metrics_jsonl, path, keys=("train/loss", "train/top1")):
   """Training curves from a work directory's metrics.jsonl."""
-  rows = [json.loads(l) for l in open(metrics_jsonl) if l.strip()]
+  rows = _read_metrics(metrics_jsonl)
   fig = _figure(4 * len(keys), 3)
   for i, k in enumerate(keys):
     ax = fig.add_subplot(1, len(keys), i + 1)
-    pts = [(r["step"], r[k]) for r in rows if k in r]
+    pts = _series(rows, k)
     if pts:
       ax.plot(*zip(*pts), marker=".")
     evals = sorted({kk for r in rows for kk in r if kk.startswith("eval/") and kk.endswith("/top1")})
     if k.endswith("top1"):
       for e in evals:
-        ep = [(r["step"], r[e]) for r in rows if e in r]
-        ax.plot(*zip(*ep), marker="o", label=e)
+        ax.plot(*zip(*_series(rows, e)), marker="o", label=e)
       if evals:
         ax.legend(fontsize=6)
     ax.set_title(k, fontsize=9)
@@ -68,8 +77,7 @@ def plot_loss_curves(runs, path, key="train/loss"):
   fig = _figure(5, 3.2)
   ax = fig.add_subplot(1, 1, 1)
   for name, metrics_jsonl in runs.items():
-    rows = [json.loads(l) for l in open(metrics_jsonl) if l.strip()]
-    pts = [(r["step"], r[key]) for r in rows if key in r]
+    pts = _series(_read_metrics(metrics_jsonl), key)
     if pts:
       ax.plot(*zip(*pts), marker=".", label=name)
   ax.set_xlabel("step", fontsize=8)
