@@ -11,12 +11,17 @@ from victr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, variant="victr", setting="full", steps=200,
+  a = config_lib.parse_arg(arg, variant="victr", setting="full", steps=400,
                            data_dir="/tmp/victr_synthetic_actions", frames=8)
-  c = config_lib.base("tiny")
+  c = config_lib.base("demo")
   c.model.num_frames = a.frames
   c.model.head.num_heads = 2
   c.model.head.num_aux_categories = 3
+  # From scratch in a few hundred steps: the head's outputs replace CLIP's from the start (a
+  # zero gate would hold the head back) and its temporal embedding starts large enough for
+  # attention to tell frames apart by time.
+  c.model.head.gated_residual = False
+  c.model.head.temporal_init_std = 1.0
   c.aux_vocab = "synthetic"
   c.prompt_template = "{}."
   d = c.data
@@ -41,7 +46,7 @@ def get_config(arg=None):
     c.evals.test = config_lib.dataset("synthetic", split="test", classnames="synthetic")
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 30
-  c.optim.head_lr_mult = 10.0
+  c.optim.head_lr_mult = 3.0
   c.optim.label_smoothing = 0.0
   c.num_train_steps = a.steps
   c.log_every, c.checkpoint_every = 25, 100

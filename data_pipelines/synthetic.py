@@ -24,12 +24,17 @@ import numpy as np
 from data_pipelines import records, video_io
 
 SHAPES = ("square", "triangle", "cross")
-MOTIONS = ("moving left", "moving right", "moving up", "moving down", "growing", "shrinking")
+# Named with the words frame captions ground (places, sizes): the words of a motion say where
+# or how large the shape ends up, so the two motions of a reverse pair differ in a word whose
+# per-frame affinity rises over one and falls over the other.
+MOTIONS = ("moving to the left", "moving to the right", "moving to the top",
+           "moving to the bottom", "growing large", "shrinking small")
 COLOURS = {"red": (220, 50, 40), "green": (40, 190, 70), "blue": (50, 90, 230)}
 PLACES = ("left", "right", "top", "bottom")
+PLACE_MARGIN = 0.12  # a frame caption names a side only when the centre is this far from 0.5
 BACKGROUNDS = ("dark background", "light background", "noisy background", "striped background")
 SPLIT_SEEDS = {"train": 0, "test": 1, "val": 2, "pretrain": 3}
-VERSION = 2  # of the generator: 2 = colour x motion classes (1 was shape x motion)
+VERSION = 3  # of the generator: 3 = motions named by where they end (2: "moving left", ...)
 
 
 def classes() -> list[str]:
@@ -83,8 +88,7 @@ class Video:
     x, y = self.centres[t]
     r = self.radii[t]
     return {"size": SIZES[0] if r < 0.14 else SIZES[2] if r > 0.22 else SIZES[1],
-            "colour": self.colour, "shape": self.shape,
-            "place": f"{'top' if y < 0.5 else 'bottom'} {'left' if x < 0.5 else 'right'}",
+            "colour": self.colour, "shape": self.shape, "place": place_words(x, y),
             "background": self.background}
 
   def frame_caption(self, t: int) -> str:
@@ -94,27 +98,40 @@ class Video:
 
 
 SIZES = ("small", "medium", "large")
-FRAME_PLACES = ("top left", "top right", "bottom left", "bottom right")
+FRAME_PLACES = ("top left", "top", "top right", "left", "middle", "right", "bottom left", "bottom",
+                "bottom right")
+
+
+def place_words(x: float, y: float) -> str:
+  """Where a centre (x, y) in [0, 1] is, in words: a side only when it is clearly off-centre
+  ('top left', 'left', 'middle'), so that every place word is true of what the frame shows."""
+  m = PLACE_MARGIN
+  rows = "top" if y < 0.5 - m else "bottom" if y > 0.5 + m else ""
+  cols = "left" if x < 0.5 - m else "right" if x > 0.5 + m else ""
+  return " ".join(w for w in (rows, cols) if w) or "middle"
 ATTRIBUTES = {"size": SIZES, "colour": tuple(COLOURS), "shape": SHAPES, "place": FRAME_PLACES,
               "background": BACKGROUNDS}
 
 
 def describe(size=None, colour=None, shape=None, place=None, background=None) -> str:
-  """'a {size} {colour} {shape} at the {place} on a {background}'; a missing field is left
-  out ('shape' stands for a missing shape): 'a red shape at the left'."""
+  """'a {size} {colour} {shape} at the {place} on a {background}' ('in the middle'); a
+  missing field is left out ('shape' stands for a missing shape): 'a red shape at the left'."""
   text = "a " + " ".join([w for w in (size, colour) if w] + [shape or "shape"])
-  text += f" at the {place}" if place else ""
+  text += "" if not place else " in the middle" if place == "middle" else f" at the {place}"
   return text + (f" on a {background}" if background else "")
 
 
-def frames_and_captions(split: str, n: int, size: int = 32, seed: int = 0):
-  """n single frames of random videos with their descriptions (the pretraining data):
-  (frames (n, size, size, 3) uint8, captions, attribute dicts)."""
+def frames_and_captions(split: str, n: int, size: int = 32, seed: int = 0,
+                        per_video: int = 2):
+  """n single frames of random videos with their descriptions (the pretraining data),
+  `per_video` consecutive entries from each video: (frames (n, size, size, 3) uint8,
+  captions, attribute dicts). Frames of one video differ only in place or size, so a batch
+  of whole groups holds the hard negatives that teach those words."""
   rng = np.random.default_rng([seed, SPLIT_SEEDS.get(split, 9), 1])
   frames, caps, attrs = [], [], []
   while len(frames) < n:
     v = render(int(rng.integers(len(classes()))), rng, num_frames=8, size=size)
-    for t in rng.choice(8, 2, replace=False):
+    for t in rng.choice(8, per_video, replace=False):
       frames.append(v.frames[t])
       attrs.append(v.frame_attributes(int(t)))
       caps.append(describe(**attrs[-1]))
@@ -156,13 +173,14 @@ def render(label: int, rng: np.random.Generator, num_frames: int = 16,
   cx = np.full(num_frames, rng.uniform(0.35, 0.65))
   cy = np.full(num_frames, rng.uniform(0.35, 0.65))
   a, b = rng.uniform(0.2, 0.3), rng.uniform(0.7, 0.8)  # travel from a to b (or back)
-  if motion in MOTIONS[:2]:  # left / right
-    cx = a + (b - a) * t if motion == MOTIONS[1] else b - (b - a) * t
-  elif motion in MOTIONS[2:4]:  # up / down
-    cy = a + (b - a) * t if motion == MOTIONS[3] else b - (b - a) * t
+  m = MOTIONS.index(motion)  # 0 left, 1 right, 2 up, 3 down, 4 growing, 5 shrinking
+  if m < 2:
+    cx = a + (b - a) * t if m == 1 else b - (b - a) * t
+  elif m < 4:
+    cy = a + (b - a) * t if m == 3 else b - (b - a) * t
   else:
     lo, hi = rng.uniform(0.07, 0.1), rng.uniform(0.26, 0.3)
-    r = lo + (hi - lo) * t if motion == "growing" else hi - (hi - lo) * t
+    r = lo + (hi - lo) * t if m == 4 else hi - (hi - lo) * t
   col = np.asarray(COLOURS[colour], np.float32)
   frames = np.empty((num_frames, size, size, 3), np.uint8)
   for i in range(num_frames):

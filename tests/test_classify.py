@@ -67,7 +67,7 @@ def test_trained_work_directory(video_and_ckpt, tmp_path, monkeypatch):
   c.data.batch_size = c.data.eval_batch_size = 8
   c.evals = {}
   train.run(c, str(tmp_path / "wd"), mode="train")
-  res = classify.classify(video, "wd", "a red shape moving left,a green shape growing", top_k=2)
+  res = classify.classify(video, "wd", "a red shape moving to the left,a green shape growing large", top_k=2)
   assert res["model"].startswith("victr work directory, step 1")
   assert len(res["predictions"]) == 2
 

@@ -30,12 +30,13 @@ def test_motion_scores_on_hand_made_confusions():
 def test_main_job_writes_table_results_and_pictures(tmp_path):
   wd = str(tmp_path / "demo")
   rc = demo.main(["--workdir", wd, "--steps", "2", "--pretrain_steps", "3",
-                  "--rows", "clip_zero_shot,victr,classifier_visual"])
+                  "--rows", "clip_zero_shot,victr,no_aux,classifier_visual"])
   assert rc == 0
   res = json.load(open(os.path.join(wd, "results.json")))
   rows = res["rows"]
+  # Ablations run seen-only by default (--b2n_rows); the closed set never has novel classes.
   assert set(rows) == {"clip_zero_shot/full", "clip_zero_shot/base_to_novel", "victr/full",
-                       "victr/base_to_novel", "classifier_visual/full"}  # closed set: no novel
+                       "victr/base_to_novel", "no_aux/full", "classifier_visual/full"}
   for key, r in rows.items():
     assert all(0.0 <= v <= 1.0 for v in r.values()), (key, r)
     if key.endswith("/full"):  # a right class has the right motion
@@ -47,9 +48,9 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
   assert victr_row == (f"| VicTR | {100 * v['top1']:.1f} | {100 * v['motion_accuracy']:.1f} | "
                        f"{100 * v['direction_accuracy']:.1f} | {100 * b['base_top1']:.1f} | "
                        f"{100 * b['novel_top1']:.1f} | {100 * b['harmonic_mean']:.1f} |")
-  closed = [l for l in table.splitlines() if "visual classifier (closed set)" in l][0]
-  assert closed.endswith("| — | — | — |")
-  assert table.count("\n|") == 2 + 3
+  for title in ("visual classifier (closed set)", "no auxiliary text"):
+    assert [l for l in table.splitlines() if title in l][0].endswith("| — | — | — |")
+  assert table.count("\n|") == 2 + 4
   for pic in ("curves.png", "confusion_victr.png", "affinities_0.png", "affinities_1.png",
               "affinities_2.png"):
     assert os.path.getsize(os.path.join(wd, pic)) > 1000, pic

@@ -17,7 +17,7 @@ def test_demo_notebook_executes(tmp_path, monkeypatch):
                  resources={"metadata": {"path": str(tmp_path)}}).execute()
   outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
                     for o in c.get("outputs", []))
-  assert "a red shape moving left" in outputs
+  assert "a red shape moving to the left" in outputs
   assert (tmp_path / "affinities.png").stat().st_size > 1000
   images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
   assert images

@@ -6,11 +6,16 @@ from victr_jax import clip, pretrain
 
 
 def test_frame_captions_describe_position_and_size():
-  v = synthetic.render(0, np.random.default_rng(0))  # a red shape moving left
+  v = synthetic.render(0, np.random.default_rng(0))  # a red shape moving to the left
   first, last = v.frame_caption(0), v.frame_caption(len(v.frames) - 1)
   assert "right" in first and "left" in last and v.colour in first and v.shape in first
   assert v.colour == "red" and v.shape in synthetic.SHAPES
   assert v.frame_attributes(0)["size"] in first
+  # A side is named only when the shape is clearly off-centre.
+  assert synthetic.place_words(0.2, 0.5) == "left"
+  assert synthetic.place_words(0.55, 0.45) == "middle"
+  assert synthetic.place_words(0.8, 0.2) == "top right"
+  assert synthetic.describe(colour="red", place="middle") == "a red shape in the middle"
 
 
 def test_contrastive_loss_goes_down():

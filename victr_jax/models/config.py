@@ -19,6 +19,7 @@ CHOICES = {
 }
 _SIZES = {  # model size -> (CLIP preset, head heads)
     "tiny": ("tiny", 2),
+    "demo": ("demo", 2),
     "B/32": ("ViT-B/32", 8),
     "B/16": ("ViT-B/16", 8),
     "L/14": ("ViT-L/14", 12),
@@ -27,7 +28,7 @@ _SIZES = {  # model size -> (CLIP preset, head heads)
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
-  """A VicTR model config for a size ('tiny', 'B/32', 'B/16', 'L/14', 'L/14-336')."""
+  """A VicTR model config for a size ('tiny', 'demo', 'B/32', 'B/16', 'L/14', 'L/14-336')."""
   if arg not in _SIZES:
     raise KeyError(f"unknown model size {arg!r}; known: {sorted(_SIZES)}")
   clip_name, heads = _SIZES[arg]
@@ -55,6 +56,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       video_embedding="victr",     # 'victr' | 'clip' (frame mean), paper Table 1
       text_embedding="victr",      # 'victr' | 'clip', paper Table 1
       gated_residual=True,         # zero-initialised gate to the CLIP embeddings
+      temporal_init_std=0.02,      # init std of the temporal position embedding
       num_aux_categories=3,        # k
       num_classes=0,               # only for classifier='visual' (closed set)
   ))

@@ -198,6 +198,7 @@ class VicTRHead(nn.Module):
   affinity_reweighting: bool = True
   affinity_fn: str = "softmax"
   gated_residual: bool = True
+  temporal_init_std: float = 0.02  # larger makes time visible to attention from the start
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -214,7 +215,8 @@ class VicTRHead(nn.Module):
     # Learned modality (visual / text) and temporal position embeddings.
     modality = self.param("modality_embedding",
                           _part(nn.initializers.normal(0.02), (None, "embed")), (2, w))
-    time = self.param("temporal_embedding", _part(nn.initializers.normal(0.02), (None, "embed")),
+    time = self.param("temporal_embedding",
+                      _part(nn.initializers.normal(self.temporal_init_std), (None, "embed")),
                       (self.num_frames, w))
     if t != self.num_frames:
       time = jax.image.resize(time, (t, w), method="linear")

@@ -62,7 +62,8 @@ class VicTR(nn.Module):
         width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
         attention=hc.attention, token_boosting=hc.token_boosting,
         affinity_reweighting=hc.affinity_reweighting, affinity_fn=hc.affinity_fn,
-        gated_residual=hc.gated_residual, dtype=dtype, name="head")(f, e, scale)
+        gated_residual=hc.gated_residual, temporal_init_std=hc.get("temporal_init_std", 0.02),
+        dtype=dtype, name="head")(f, e, scale)
 
     zv = out["video"] if hc.video_embedding == "victr" else H.temporal_pool(f)
     if hc.text_embedding == "victr":
