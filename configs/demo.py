@@ -17,11 +17,13 @@ def get_config(arg=None):
   c.model.num_frames = a.frames
   c.model.head.num_heads = 2
   c.model.head.num_aux_categories = 3
-  # From scratch in a few hundred steps: the head's outputs replace CLIP's from the start (a
-  # zero gate would hold the head back) and its temporal embedding starts large enough for
-  # attention to tell frames apart by time.
+  # Learning time order in a few hundred steps: the head's outputs replace CLIP's from the
+  # start (a zero gate holds the head back), and its temporal embedding starts large, so each
+  # frame's token is normalised differently by time and pooling over time already weighs
+  # early and late frames differently (std 0.02: no run learns a direction in 400 steps;
+  # 1.0: 1 seed of 3; 3.0: 4 of 4, on growing / shrinking).
   c.model.head.gated_residual = False
-  c.model.head.temporal_init_std = 1.0
+  c.model.head.temporal_init_std = 3.0
   c.aux_vocab = "synthetic"
   c.prompt_template = "{}."
   d = c.data
