@@ -1,7 +1,7 @@
 """synthetic_actions: procedural videos whose classes need temporal reasoning.
 
 Each video shows one coloured shape on some background doing one motion. A class is a
-(colour, motion) pair named compositionally, e.g. "a red shape moving left". The motions
+(colour, motion) pair named compositionally, e.g. "a red shape moving to the left". The motions
 come in reverse pairs (left/right, up/down, growing/shrinking): a motion and its reverse
 show the same set of frames in opposite order, so averaging frames (CLIP zero-shot, mean
 pooling) over a clip that spans the video cannot tell them apart and only temporal

@@ -3,17 +3,19 @@
   python -m victr_jax.demo [--workdir workdirs/demo] [--steps 400] [--pretrain_steps 1000]
 
 1. data      synthetic_actions records: 18 classes "a {colour} shape {motion}" whose motions
-             come in reverse pairs (WORKDIR/data).
-2. CLIP      a tiny CLIP pretrained contrastively on single frames and their descriptions
-             ("a small red cross at the top left on a dark background"), so its text tower
-             knows the words of this world (WORKDIR/clip, a converted checkpoint). Printed:
-             its zero-shot accuracy on each attribute of held-out frames.
-3. runs      every row of ROWS through configs/demo.py and the trainer, once on all 18
-             classes (seen) and once base-to-novel (train on the 10 base (colour, motion
-             axis) compositions, test on them and on the 8 novel ones; a motion and its
-             reverse stay in one half) (WORKDIR/runs/VARIANT_SETTING). The CLIP was
-             pretrained on frames of all classes: frames show colours and places, never a
-             motion word.
+             come in reverse pairs ("moving to the left" / "... right", "growing large" /
+             "shrinking small") (WORKDIR/data).
+2. CLIP      the `demo` CLIP preset (tiny, 16-px patches) pretrained contrastively on single
+             frames and their descriptions ("a small red cross at the top left on a dark
+             background"), in batches of 4 frames per video, so its text tower knows the
+             words of this world (WORKDIR/clip, a converted checkpoint). Printed: its
+             zero-shot accuracy on each attribute of held-out frames.
+3. runs      every row of ROWS through configs/demo.py and the trainer on all 18 classes
+             (seen); the HEADLINE rows (or --b2n_rows) also base-to-novel (train on the 10
+             base (colour, motion axis) compositions, test on them and on the 8 novel ones;
+             a motion and its reverse stay in one half) (WORKDIR/runs/VARIANT_SETTING). The
+             CLIP was pretrained on frames of all classes: frames show colours, sizes and
+             places, never a motion word.
 4. results   WORKDIR/results.json and results.md (the table); pictures: curves.png,
              confusion_*.png and affinities_*.png (VicTR's per-frame affinities of class and
              auxiliary text, the paper's qualitative figure).

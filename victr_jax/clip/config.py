@@ -2,7 +2,7 @@
 
 A `CLIPConfig` holds everything the weights of a checkpoint cannot show by themselves
 (activation, head counts, LayerNorm epsilon) plus the sizes they can. Presets follow the
-published OpenAI models; `tiny` and `tiny_gelu` are for tests and demos.
+published OpenAI models; `tiny` and `tiny_gelu` are for tests, `demo` for the main job.
 """
 import dataclasses
 import json
