@@ -51,6 +51,6 @@ def get_config(arg=None):
   c.optim.head_lr_mult = 3.0
   c.optim.label_smoothing = 0.0
   c.num_train_steps = a.steps
-  c.log_every, c.checkpoint_every = 25, 100
+  c.log_every, c.checkpoint_every = 25, a.steps  # one checkpoint, at the end: saves time
   c.mesh.data = -1
   return config_lib.apply_variant(c, a.variant)
