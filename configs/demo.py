@@ -11,7 +11,7 @@ from victr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, variant="victr", setting="full", steps=400,
+  a = config_lib.parse_arg(arg, variant="victr", setting="full", steps=300,
                            data_dir="/tmp/victr_synthetic_actions", frames=8)
   c = config_lib.base("demo")
   c.model.num_frames = a.frames
