@@ -100,6 +100,8 @@ class Video:
 SIZES = ("small", "medium", "large")
 FRAME_PLACES = ("top left", "top", "top right", "left", "middle", "right", "bottom left", "bottom",
                 "bottom right")
+ATTRIBUTES = {"size": SIZES, "colour": tuple(COLOURS), "shape": SHAPES, "place": FRAME_PLACES,
+              "background": BACKGROUNDS}
 
 
 def place_words(x: float, y: float) -> str:
@@ -109,8 +111,6 @@ def place_words(x: float, y: float) -> str:
   rows = "top" if y < 0.5 - m else "bottom" if y > 0.5 + m else ""
   cols = "left" if x < 0.5 - m else "right" if x > 0.5 + m else ""
   return " ".join(w for w in (rows, cols) if w) or "middle"
-ATTRIBUTES = {"size": SIZES, "colour": tuple(COLOURS), "shape": SHAPES, "place": FRAME_PLACES,
-              "background": BACKGROUNDS}
 
 
 def describe(size=None, colour=None, shape=None, place=None, background=None) -> str:

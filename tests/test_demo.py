@@ -62,3 +62,5 @@ def test_main_job_rejects_unknown_rows(tmp_path):
   import pytest
   with pytest.raises(SystemExit):
     demo.main(["--workdir", str(tmp_path), "--rows", "victr,no_such_row"])
+  with pytest.raises(SystemExit):
+    demo.main(["--workdir", str(tmp_path), "--b2n_rows", "victr,no_such_row"])

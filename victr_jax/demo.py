@@ -192,8 +192,10 @@ def main(argv=None) -> int:
   os.makedirs(wd, exist_ok=True)
   known = [v for v, _ in ROWS]
   asked = args.rows.split(",") if args.rows else known
-  if set(asked) - set(known) or set(args.settings.split(",")) - set(SETTINGS):
-    p.error(f"--rows takes names from {known}, --settings from {list(SETTINGS)}")
+  b2n = known if args.b2n_rows == "all" else args.b2n_rows.split(",")
+  if (set(asked) - set(known) or set(b2n) - set(known) or
+      set(args.settings.split(",")) - set(SETTINGS)):
+    p.error(f"--rows and --b2n_rows take names from {known}, --settings from {list(SETTINGS)}")
   rows = [r for r in ROWS if r[0] in asked]
   settings = [s for s in SETTINGS if s in args.settings.split(",")]
   _log(f"victr-jax main job -> {wd} ({jax.device_count()} x {jax.devices()[0].device_kind})")
@@ -215,7 +217,6 @@ def main(argv=None) -> int:
        "share): " + ", ".join(f"{k} {v['accuracy']:.2f} ({v['majority']:.2f})"
                               for k, v in attr.items()) + f" ({time.time() - t0:.0f}s)")
 
-  b2n = known if args.b2n_rows == "all" else args.b2n_rows.split(",")
   runs = [(v, s) for v, _ in rows for s in settings
           if s == "full" or (v in b2n and v not in CLOSED_SET)]
   results, states, t_runs = {}, {}, time.time()
