@@ -60,11 +60,11 @@ def _log(msg):
 
 
 # ------------------------------------------------------------------ 2. CLIP pretraining
-def pretrain_clip(out_dir, steps, batch_size=256, lr=1e-3, pool=12288, per_video=4, seed=0):
-  """Contrastive pretraining of the tiny CLIP on frames + descriptions -> checkpoint dir.
-  Batches are whole groups of `per_video` frames of one video (hard negatives for place and
-  size words)."""
-  cfg = clip.get_config("demo")
+def pretrain_clip(cfg, out_dir, steps, batch_size=256, lr=1e-3, pool=12288, per_video=4,
+                  seed=0):
+  """Contrastive pretraining of the CLIP architecture `cfg` on frames + descriptions ->
+  checkpoint dir. Batches are whole groups of `per_video` frames of one video (hard
+  negatives for place and size words)."""
   frames, caps, _ = synthetic.frames_and_captions("pretrain", pool, cfg.image_size, seed,
                                                   per_video)
   images = video_ops.normalize(frames)
@@ -211,7 +211,7 @@ def main(argv=None) -> int:
   ckpt = os.path.join(wd, "clip")
   _log(f"[2/4] pretraining a tiny CLIP on single frames and their descriptions "
        f"({args.pretrain_steps} steps)")
-  model, params, _ = pretrain_clip(ckpt, args.pretrain_steps)
+  model, params, _ = pretrain_clip(models.clip_config_of(cfg0.model), ckpt, args.pretrain_steps)
   attr = attribute_accuracy(model, params)
   _log("      zero-shot accuracy per attribute on held-out frames (most frequent value's "
        "share): " + ", ".join(f"{k} {v['accuracy']:.2f} ({v['majority']:.2f})"

@@ -62,7 +62,9 @@ class VicTR(nn.Module):
         width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
         attention=hc.attention, token_boosting=hc.token_boosting,
         affinity_reweighting=hc.affinity_reweighting, affinity_fn=hc.affinity_fn,
-        gated_residual=hc.gated_residual, temporal_init_std=hc.get("temporal_init_std", 0.02),
+        gated_residual=hc.gated_residual,
+        # Work directories written before the field existed keep the head's default.
+        temporal_init_std=hc.get("temporal_init_std", H.VicTRHead.temporal_init_std),
         dtype=dtype, name="head")(f, e, scale)
 
     zv = out["video"] if hc.video_embedding == "victr" else H.temporal_pool(f)
