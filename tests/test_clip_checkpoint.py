@@ -144,3 +144,41 @@ def test_incomplete_converted_dir_is_refused(oc_sd, tmp_path):
     clip.load(str(dst))
   # A conversion that dies midway leaves only a .tmp- directory, never dst itself.
   assert not any(p.name == "conv2" for p in tmp_path.iterdir())
+
+
+def _openai_state_dict(model, path):
+  """`model`'s state dict plus the int buffers OpenAI's state dicts hold (open_clip's do
+  not), written with torch.save or as safetensors."""
+  import torch
+  sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+  sd.update(input_resolution=torch.tensor(clip_refs.image_size(model)),
+            context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+  if path.endswith(".safetensors"):
+    from safetensors.torch import save_file
+    save_file(sd, path)
+  else:
+    torch.save(sd, path)
+  return path
+
+
+@pytest.mark.parametrize("filename", ["openai_sd.pt", "openai_sd.safetensors"])
+def test_openai_layout_state_dict_is_quick_gelu(filename, tmp_path):
+  import jax
+  ref = clip_refs.open_clip_model(True)
+  path = _openai_state_dict(ref, str(tmp_path / filename))
+  model, params = clip.load(path)  # no act: the layout says QuickGELU
+  assert model.cfg.act == "quick_gelu"
+  images, tokens = clip_refs.inputs(ref)
+  want_img, want_txt = clip_refs.embed(ref, images, tokens)
+  with jax.default_matmul_precision("highest"):
+    img = model.apply({"params": params}, images, method=model.encode_image)
+    txt = model.apply({"params": params}, tokens, method=model.encode_text)
+  assert np.abs(np.asarray(clip.l2_normalize(img)) - want_img).max() <= 1e-4
+  assert np.abs(np.asarray(clip.l2_normalize(txt)) - want_txt).max() <= 1e-4
+  assert checkpoint.load_params(path, act="quick_gelu")[0].act == "quick_gelu"
+  with pytest.raises(clip.CheckpointError, match=rf"{filename}.*'gelu'.*'quick_gelu'"):
+    clip.load(path, act="gelu")
+  dst = str(tmp_path / "converted")
+  assert convert.main([path, dst]) == 0
+  assert clip.load_params(dst)[0].act == "quick_gelu"
+  assert convert.main([path, str(tmp_path / "c2"), "--act", "gelu"]) == 2

@@ -152,7 +152,8 @@ SWITCHES = {
     "affinity_reweighting": [True, False], "affinity_fn": ["softmax", "sigmoid", "none"],
     "classifier": ["affinity", "text", "visual"], "aux_text": [True, False],
     "video_embedding": ["victr", "clip"], "text_embedding": ["victr", "clip"],
-    "gated_residual": [True, False],
+    "gated_residual": [True, False], "affinity_standardize": [True, False],
+    "gate_norm_matched": [True, False], "aux_logit_scale": [True, False],
 }
 
 
@@ -183,6 +184,29 @@ def test_switch_combinations_all_pairs(head, rng):
 @pytest.mark.parametrize("head", [dict(zip(SWITCHES, c)) for c in itertools.product(*SWITCHES.values())])
 def test_switch_combinations_full_product(head, rng):
   _forward_backward(head, rng)
+
+
+def test_empty_auxiliary_category_gives_finite_gradients(rng):
+  """A vocabulary with fewer categories than head.num_aux_categories (category 2 has no
+  prompt) trains: every gradient finite, and the empty category adds nothing."""
+  model, v = _build()
+  frames, ct, at, _ = _inputs(rng)
+  cats = np.array([0, 1, 1, 0], np.int32)  # k = 3, category 2 empty
+  v["params"]["gamma"] = jnp.array([0.5, -0.3, 0.8])
+
+  def loss(params):
+    logits = model.module.apply({"params": params}, frames, ct, at, cats)["logits"]
+    return jax.nn.logsumexp(logits, -1).mean() - logits[:, 0].mean()
+
+  grads = jax.jit(jax.grad(loss))(_set_gates(v, 0.5)["params"])
+  bad = [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_leaves_with_path(grads)
+         if not np.isfinite(np.asarray(g)).all()]
+  assert not bad, f"non-finite gradients in {len(bad)} leaves, e.g. {bad[:3]}"
+  assert float(grads["gamma"][2]) == 0.0
+  logits = model.apply(_set_gates(v, 0.5), frames, ct, at, cats)["logits"]
+  v2 = _set_gates(v, 0.5)
+  v2["params"]["gamma"] = jnp.array([0.5, -0.3, 0.0])
+  np.testing.assert_allclose(model.apply(v2, frames, ct, at, cats)["logits"], logits, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mean_pool", "clip_zero_shot"])

@@ -40,6 +40,26 @@ def test_initial_affinity(fn, data):
     np.testing.assert_allclose(np.asarray(got).mean(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("fn", ["softmax", "sigmoid"])
+def test_initial_affinity_standardized_by_group(fn, data):
+  """z-scored cosines, class prompts (first 2) and auxiliary ones (last 3) apart; the
+  weights do not change when the cosines are shifted and stretched within a group."""
+  f, e, _ = data
+  got = H.initial_affinity(*_f32(f, e), fn, 2.0, True, (2, 3))
+  np.testing.assert_allclose(got, ref.initial_affinity(f, e, fn, 2.0, True, (2, 3)),
+                             rtol=1e-4, atol=1e-5)
+  cos = np.random.default_rng(1).normal(0.2, 0.03, (4, 7))
+  moved = np.concatenate([3 * cos[:, :4] + 0.1, 0.5 * cos[:, 4:] - 0.2], -1)
+  a = H.affinity_weights(jnp.asarray(cos, jnp.float32), fn, 1.0, True, (4, 3))
+  b = H.affinity_weights(jnp.asarray(moved, jnp.float32), fn, 1.0, True, (4, 3))
+  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_effective_tokens():
+  w = jnp.asarray([[1.0, 1.0, 1.0, 1.0], [4.0, 0.0, 0.0, 0.0], [2.0, 2.0, 0.0, 0.0]])
+  np.testing.assert_allclose(H.effective_tokens(w), [1.0, 0.25, 0.5], rtol=1e-6)
+
+
 @pytest.mark.parametrize("boost", [True, False])
 def test_token_boost(boost, data):
   f, e, _ = data
@@ -83,29 +103,37 @@ def test_aggregate_auxiliary(rng):
   assert np.all(np.asarray(got)[:, 3] == 0)
 
 
-@pytest.mark.parametrize("with_aux", [True, False])
-def test_affinity_logits(with_aux, rng):
+@pytest.mark.parametrize("with_aux,aux_scale", [(True, 1.0), (True, SCALE), (False, 1.0)])
+def test_affinity_logits(with_aux, aux_scale, rng):
   n, k = 4, 3
   zv, za, zc = (rng.standard_normal((B, D)), rng.standard_normal((B, n, D)),
                 rng.standard_normal((B, k, D)))
   gamma = rng.standard_normal(k)
-  got = H.affinity_logits(*_f32(zv, za), *(_f32(zc, gamma) if with_aux else (None, None)), SCALE)
-  want = ref.affinity_logits(zv, za, zc if with_aux else None, gamma, SCALE)
+  got = H.affinity_logits(*_f32(zv, za), *(_f32(zc, gamma) if with_aux else (None, None)), SCALE,
+                          aux_scale)
+  want = ref.affinity_logits(zv, za, zc if with_aux else None, gamma, SCALE, aux_scale)
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_whole_head_against_numpy(rng):
+@pytest.mark.parametrize("new", [False, True], ids=["old_defaults", "new_defaults"])
+def test_whole_head_against_numpy(new, rng):
   """The head's wiring (embeddings, layer order, pooling, gates) equals the composition of
-  the numpy operations, with non-zero gates and two layers."""
+  the numpy operations, with non-zero gates and two layers; with the old affinity and link
+  (CLIP scale on raw cosines, raw gate) and the new ones (z-scored cosines by group with a
+  temperature, norm-matched gate)."""
   n = 3
   f, e = rng.standard_normal((B, T, D)), rng.standard_normal((J, D))
-  module = H.VicTRHead(num_classes_text=n, num_layers=2, num_heads=HEADS, num_frames=T)
+  opts = dict(affinity_standardize=new, affinity_temperature=0.7 if new else 0.0,
+              gate_norm_matched=new)
+  module = H.VicTRHead(num_classes_text=n, num_layers=2, num_heads=HEADS, num_frames=T, **opts)
   params = nn.unbox(module.init(jax.random.key(0), *_f32(f, e), SCALE)["params"])
   params = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(v.size), v.shape),
                         params)
   out = module.apply({"params": params}, *_f32(f, e), SCALE)
   p64 = jax.tree.map(lambda v: np.asarray(v, np.float64), params)
-  video, action, aux, affs = ref.head(p64, f, e, n, SCALE, HEADS)
+  video, action, aux, affs = ref.head(p64, f, e, n, SCALE, HEADS, "softmax",
+                                      opts["affinity_standardize"],
+                                      opts["affinity_temperature"], opts["gate_norm_matched"])
   assert abs(float(p64["gate_video"])) > 0.01 and abs(float(p64["gate_text"])) > 0.01
   np.testing.assert_allclose(out["video"], video, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(out["action_text"], action, rtol=1e-4, atol=1e-4)

@@ -6,9 +6,24 @@ def norm(x):
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def g(cos, fn, scale):
+def zscore(cos, groups):
+  """z-scores over the last axis within consecutive column groups (explicit loop)."""
+  out = np.zeros_like(cos)
+  start = 0
+  for size in groups:
+    for idx in np.ndindex(cos.shape[:-1]):
+      g = cos[idx][start:start + size]
+      if size:
+        out[idx][start:start + size] = (g - g.mean()) / np.sqrt(g.var() + 1e-12)
+    start += size
+  return out
+
+
+def g(cos, fn, scale, standardize=False, groups=None):
   cos = np.asarray(cos, np.float64)
   j = cos.shape[-1]
+  if standardize:
+    cos = zscore(cos, groups or (j,))
   if fn == "softmax":
     z = np.exp(scale * cos - (scale * cos).max(-1, keepdims=True))
     return j * z / z.sum(-1, keepdims=True)
@@ -39,14 +54,14 @@ def mha(x, p, heads):
   return out @ p["out_proj"]["kernel"] + p["out_proj"]["bias"]
 
 
-def initial_affinity(f, e, fn, scale):
+def initial_affinity(f, e, fn, scale, standardize=False, groups=None):
   b, t, _ = f.shape
   out = np.zeros((b, t, e.shape[0]))
   for i in range(b):
     for s in range(t):
       for j in range(e.shape[0]):
         out[i, s, j] = norm(f[i, s]) @ norm(e[j])
-  return g(out, fn, scale)
+  return g(out, fn, scale, standardize, groups)
 
 
 def token_boost(f, e, a0):
@@ -84,11 +99,11 @@ def joint(x, p, heads):
   return out
 
 
-def affinity_reweight(x, fn, scale):
+def affinity_reweight(x, fn, scale, standardize=False, groups=None):
   v, s = x[:, :, 0], x[:, :, 1:]
   sbar = s.mean(axis=1)
   cos = np.einsum("btw,bjw->btj", norm(v), norm(sbar))
-  a = g(cos, fn, scale)
+  a = g(cos, fn, scale, standardize, groups)
   out = x.copy()
   out[:, :, 1:] = s * a[..., None]
   return out, a
@@ -116,7 +131,7 @@ def aggregate_auxiliary(zv, zx, cats, k, scale):
   return zc
 
 
-def affinity_logits(zv, za, zc, gamma, scale):
+def affinity_logits(zv, za, zc, gamma, scale, aux_scale=1.0):
   b, n, _ = za.shape
   out = np.zeros((b, n))
   for i in range(b):
@@ -124,13 +139,22 @@ def affinity_logits(zv, za, zc, gamma, scale):
       out[i, c_i] = scale * norm(zv[i]) @ norm(za[i, c_i])
       if zc is not None:
         for c in range(zc.shape[1]):
-          out[i, c_i] += gamma[c] * (norm(zv[i]) @ norm(zc[i, c])) * (norm(za[i, c_i]) @ norm(zc[i, c]))
+          out[i, c_i] += aux_scale * gamma[c] * (norm(zv[i]) @ norm(zc[i, c])) * (norm(za[i, c_i]) @ norm(zc[i, c]))
   return out
 
 
-def head(p, f, e, n, scale, heads, fn="softmax"):
-  """The whole default head (1+ layers, divided attention, gated residual, width D)."""
-  a0 = initial_affinity(f, e, fn, scale)
+def gated_link(clip, head_out, gate, norm_matched):
+  if norm_matched:
+    head_out = np.linalg.norm(clip, axis=-1, keepdims=True) * norm(head_out)
+  return clip + gate * head_out
+
+
+def head(p, f, e, n, scale, heads, fn="softmax", standardize=False, temperature=0.0,
+         norm_matched=False):
+  """The whole head (1+ layers, divided attention, gated residual, width D)."""
+  scale = scale if temperature <= 0 else 1.0 / temperature
+  groups = (n, e.shape[0] - n)
+  a0 = initial_affinity(f, e, fn, scale, standardize, groups)
   x = token_boost(f, e, a0)
   x = x + np.concatenate([p["modality_embedding"][:1],
                           np.repeat(p["modality_embedding"][1:], e.shape[0], 0)])[None, None]
@@ -141,11 +165,12 @@ def head(p, f, e, n, scale, heads, fn="softmax"):
     lp = p[f"layers_{i}"]
     x = cross_modal(x, lp["cross_modal"], heads)
     x = temporal(x, lp["temporal"], heads)
-    x, a = affinity_reweight(x, fn, scale)
+    x, a = affinity_reweight(x, fn, scale, standardize, groups)
     affs.append(a)
     x = x + mlp(layer_norm(x, lp["ln_mlp"]), lp["mlp"])
     i += 1
   x = layer_norm(x, p["ln_post"]).mean(axis=1)
-  video = f.mean(1) + p["gate_video"] * x[:, 0]
-  text = e[None] + p["gate_text"] * x[:, 1:]
+  video = gated_link(f.mean(1), x[:, 0], p["gate_video"], norm_matched)
+  text = gated_link(np.broadcast_to(e[None], x[:, 1:].shape), x[:, 1:], p["gate_text"],
+                    norm_matched)
   return video, text[:, :n], text[:, n:], np.stack(affs)

@@ -8,12 +8,17 @@ A data set in the config (`config.data.train`, each of `config.evals`) names:
   classes     optional list of class indices to keep (base / novel / zero-shot subsets);
               labels are renumbered into this subset
   shots       optional K videos per class (few-shot, base-to-novel), drawn with shot_seed
+  list_file   optional list of the videos to keep (a published few-shot or base-to-novel
+              list, instead of our own `shots` draw; see `read_video_list`)
 """
+import collections
 import os
+import re
 
 import numpy as np
 
 from data_pipelines import records, splits, synthetic
+from data_pipelines.prepare import VIDEO_EXTS
 from victr_jax import clip
 
 
@@ -42,22 +47,122 @@ def aux_prompts(cfg):
   return clip.trim_tokens(clip.tokenize(phrases)), np.asarray(cats, np.int32), names
 
 
+def video_key(name: str) -> str:
+  """A video's name for matching list lines to record ids: '/'-separated, without a video
+  file extension ('brush_hair\\x_0.avi' -> 'brush_hair/x_0')."""
+  name = name.strip().replace("\\", "/")
+  while name.startswith("./"):
+    name = name[2:]
+  stem, ext = os.path.splitext(name)
+  return stem if ext.lower() in VIDEO_EXTS else name
+
+
+def read_video_list(path: str) -> list[tuple[int, str, list[int] | None]]:
+  """A list file's videos as (line number, video, labels or None).
+
+  Accepted formats, one video a line (blank and `#` lines skipped):
+    `video LABEL[,LABEL...]`  splits.read_list's format, which is also X-CLIP's and
+                              ViFi-CLIP's (few-shot and base-to-novel lists, e.g.
+                              `brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi 0`,
+                              `train/c1O_FxuKCI0_000110_000120.mp4 0`, `82469.webm 0`) and
+                              UCF101's trainlist0N.txt (1-based labels)
+    `video`                   no label (UCF101's testlist0N.txt)
+  The label is the last field when it is comma-separated integers, so videos may contain
+  spaces. HMDB51's `<class>_test_splitN.txt` (`video.avi 0|1|2`: split tags, not labels)
+  are for victr-prepare, not for this.
+  """
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, start=1):
+      line = line.strip()
+      if not line or line.startswith("#"):
+        continue
+      fields = line.rsplit(None, 1)
+      if len(fields) == 2 and re.fullmatch(r"\d+(,\d+)*", fields[1]):
+        out.append((number, fields[0], [int(l) for l in fields[1].split(",")]))
+      else:
+        out.append((number, line, None))
+  if not out:
+    raise ValueError(f"{path}: no videos listed")
+  return out
+
+
+def listed_records(list_file: str, ids, labels, classes=None) -> list[int]:
+  """Indices of the records (video ids, label lists) that `list_file` names, in record order.
+
+  A line matches the record whose id is the line's video without its extension, or else
+  the records whose id has that file name ('train/x.mp4', 'Class/x.avi' and 'x' all match
+  id 'x'). Raises ValueError naming the file (and lines) when a listed video is not in the
+  records, or when the list's labels disagree with the records'. Labels agree when they
+  are the records' labels, their positions in `classes`, or a consistent one-to-one
+  relabelling of them (UCF101's 1-based trainlist, ViFi-CLIP's base/novel label order);
+  the records' labels are the ones used.
+  """
+  by_key, by_name = collections.defaultdict(list), collections.defaultdict(list)
+  for i, vid in enumerate(ids):
+    key = video_key(vid)
+    by_key[key].append(i)
+    by_name[key.rsplit("/", 1)[-1]].append(i)
+  keep, missing = set(), []
+  to_rec, to_list = {}, {}  # list labels -> (record labels, line, video), and back
+  for number, video, want in read_video_list(list_file):
+    key = video_key(video)
+    found = by_key.get(key) or by_name.get(key.rsplit("/", 1)[-1], [])
+    if not found:
+      missing.append(f"line {number} {video!r}")
+      continue
+    keep.update(found)
+    if want is None:
+      continue
+    want = tuple(sorted(want))
+    for i in found:
+      got = tuple(sorted(labels[i]))
+      prev_got, m, v = to_rec.setdefault(want, (got, number, video))
+      prev_want, m2, v2 = to_list.setdefault(got, (want, number, video))
+      if prev_got != got or prev_want != want:
+        other = (f"line {m} ({v!r}) gives label {list(want)} to a video labelled "
+                 f"{list(prev_got)}" if prev_got != got else
+                 f"line {m2} ({v2!r}) gives label {list(prev_want)} to a video labelled "
+                 f"{list(got)}")
+        raise ValueError(f"{list_file}:{number}: video {video!r} is listed with label "
+                         f"{list(want)} but labelled {list(got)} in the records, and {other}: "
+                         "the list's labels do not match the records'")
+  if missing:
+    raise ValueError(f"{list_file}: {len(missing)} listed videos are not among the "
+                     f"{len(ids)} records of the data set: {', '.join(missing[:5])}"
+                     + (" ..." if len(missing) > 5 else ""))
+  pos = {int(c): i for i, c in enumerate(classes or ())}
+  if to_rec and not (all(w == g for w, g in to_rec.items()) or all(
+      w == tuple(sorted(pos.get(l, -1) for l in g)) for w, g in to_rec.items())):
+    print(f"{list_file}: its labels number the classes differently from the records "
+          "(consistently); the records' labels are used", flush=True)
+  return sorted(keep)
+
+
 class SubsetSource:
   """A view of a source: the records whose first label is in `classes` (renumbered to the
   subset's order), optionally only `shots` per class (drawn like splits.few_shot, by video
-  id, with `shot_seed`). Random access like the wrapped source; built by one pass over
-  the records' labels (no frames are decoded)."""
+  id, with `shot_seed`) or only the videos of `list_file` (see `listed_records`). Random
+  access like the wrapped source; built by one pass over the records' labels (no frames
+  are decoded)."""
 
-  def __init__(self, source, classes=None, shots: int = 0, shot_seed: int = 0):
+  def __init__(self, source, classes=None, shots: int = 0, shot_seed: int = 0,
+               list_file: str = ""):
+    if shots and list_file:
+      raise ValueError(f"shots={shots} and list_file={list_file!r}: the list is the shots")
     self.source = source
-    labels, ids = [], []
+    labels, ids, all_labels = [], [], []
     for i in range(len(source)):
       rec = records.as_record(source[i])
       labels.append(rec.labels[0] if rec.labels else -1)
+      all_labels.append(list(rec.labels))
       ids.append(rec.video_id or source.where(i))
     keep = list(classes) if classes else sorted({l for l in labels if l >= 0})
     self.remap = {int(c): i for i, c in enumerate(keep)} if classes else None
     index = [i for i, l in enumerate(labels) if l in set(keep)]
+    if list_file:
+      listed = set(listed_records(list_file, ids, all_labels, classes))
+      index = [i for i in index if i in listed]
     if shots:
       chosen = {vid for vid, _ in splits.few_shot([(ids[i], labels[i]) for i in index], shots,
                                                   shot_seed)}
@@ -107,8 +212,9 @@ def open_source(dset, dcfg):
     src = records.RecordSource(os.path.join(out, f"{dset.split}*"))
   else:
     raise ValueError(f"data source {dset.source!r}: expected records | tfds | synthetic")
-  if dset.get("classes") or dset.get("shots"):
-    src = SubsetSource(src, list(dset.classes), dset.shots, dset.shot_seed)
+  if dset.get("classes") or dset.get("shots") or dset.get("list_file"):
+    src = SubsetSource(src, list(dset.classes), dset.shots, dset.shot_seed,
+                       dset.get("list_file", ""))
   return src
 
 

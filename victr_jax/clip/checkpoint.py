@@ -8,6 +8,8 @@ naming the key (and both shapes).
 
 Formats and where the activation comes from (the weights cannot show it):
   * OpenAI TorchScript archive (.pt, fp16): QuickGELU. Needs torch to read.
+  * OpenAI-layout state dict (.pt/.bin/.safetensors with OpenAI's `input_resolution`,
+    `context_length`, `vocab_size` entries, which open_clip's lack): QuickGELU.
   * open_clip state dict (.pt/.pth/.bin via torch, .safetensors without torch): pass
     `act=` ('gelu' for open_clip models without -quickgelu, 'quick_gelu' otherwise).
   * Hugging Face CLIP directory (config.json + model.safetensors or pytorch_model.bin):
@@ -33,7 +35,11 @@ from victr_jax.clip.model import CLIP
 CONFIG_FILE = "clip_config.json"
 PARAMS_FILE = "params.msgpack"
 # Buffers of some formats that are not parameters.
-_DROP = {"input_resolution", "context_length", "vocab_size", "attn_mask"}
+_OPENAI_KEYS = ("input_resolution", "context_length", "vocab_size")
+_DROP = {*_OPENAI_KEYS, "attn_mask"}
+_FORMAT_NAMES = {"openai": "OpenAI TorchScript archive",
+                 "openai_state_dict": "OpenAI-layout state dict (QuickGELU by definition)",
+                 "hf": "Hugging Face CLIP (config.json hidden_act)"}
 _HF_ACTS = {"quick_gelu": "quick_gelu", "gelu": "gelu"}
 
 
@@ -95,8 +101,8 @@ def _read_safetensors(path) -> dict[str, np.ndarray]:
 def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Reads any supported source into (OpenAI-named state dict, facts).
 
-  facts: {'format': 'openai' | 'open_clip' | 'hf', 'act': str or None, 'heads': {...},
-  'ln_eps': float or None}.
+  facts: {'format': 'openai' | 'openai_state_dict' | 'open_clip' | 'hf', 'act': str or
+  None, 'vision_heads', 'text_heads', 'ln_eps': float or None}.
   """
   if not os.path.exists(path):
     raise CheckpointError(f"{path}: no such file or directory")
@@ -124,6 +130,8 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if kind == "openai":
       facts["act"] = "quick_gelu"
   sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+  if facts["format"] == "open_clip" and all(k in sd for k in _OPENAI_KEYS):
+    facts.update(format="openai_state_dict", act="quick_gelu")
   if any(k.startswith(("vision_model.", "text_model.")) for k in sd):
     sd = hf_to_openai(sd)
     if facts["format"] == "open_clip":
@@ -357,8 +365,9 @@ def load_params(path: str, act: Optional[str] = None, config: Optional[CLIPConfi
     return cfg, tree
   sd, facts = read_state_dict(path)
   if act is not None and facts["act"] is not None and act != facts["act"]:
-    raise CheckpointError(f"{path}: act={act!r} given, but this {facts['format']} checkpoint "
-                          f"uses {facts['act']!r}")
+    raise CheckpointError(f"{path}: act={act!r} given, but this "
+                          f"{_FORMAT_NAMES.get(facts['format'], facts['format'])} uses "
+                          f"{facts['act']!r}")
   try:
     return from_state_dict(sd, act or facts["act"], config, vision_heads=facts["vision_heads"],
                            text_heads=facts["text_heads"], ln_eps=facts["ln_eps"], **overrides)

@@ -230,4 +230,6 @@ class CLIP(nn.Module):
 
 
 def l2_normalize(x, axis=-1, eps=1e-12):
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+  """x / max(|x|, eps), with a finite gradient at x = 0 (where |x| has none)."""
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))

@@ -51,11 +51,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       token_boosting=True,
       affinity_reweighting=True,
       affinity_fn="softmax",       # g: 'softmax' | 'sigmoid' | 'none'
+      affinity_standardize=True,   # g on z-scored cosines, class and auxiliary prompts apart
+      affinity_temperature=1.0,    # g's temperature; 0: the CLIP logit scale (raw cosines)
       classifier="affinity",       # 'affinity' | 'text' | 'visual'
       aux_text=True,
       video_embedding="victr",     # 'victr' | 'clip' (frame mean), paper Table 1
       text_embedding="victr",      # 'victr' | 'clip', paper Table 1
       gated_residual=True,         # zero-initialised gate to the CLIP embeddings
+      gate_norm_matched=True,      # the gate scales a head output of CLIP's length
+      aux_logit_scale=True,        # auxiliary term on the CLIP logit scale (False: unscaled)
       temporal_init_std=0.02,      # init std of the temporal position embedding
       num_aux_categories=3,        # k
       num_classes=0,               # only for classifier='visual' (closed set)
@@ -66,6 +70,23 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 def clip_config_of(cfg) -> clip_config.CLIPConfig:
   over = {"act": cfg.clip_act} if cfg.get("clip_act") else {}
   return clip_config.get_config(cfg.clip, **over)
+
+
+def check_clip_checkpoint(cfg, ckpt_cfg: clip_config.CLIPConfig, path: str,
+                          read_act: str = "") -> None:
+  """Raises ValueError unless the CLIPConfig of checkpoint `path` (activation included) is
+  the one model config `cfg` builds. read_act: the act the checkpoint was read with."""
+  c = clip_config_of(cfg)
+  if ckpt_cfg.act != c.act:
+    read = f" (read with clip_act={read_act!r})" if read_act else ""
+    fix = f", or correct clip_act if the checkpoint is not {ckpt_cfg.act!r}" if read_act else ""
+    raise ValueError(
+        f"config field model.clip_act: clip_checkpoint {path} is a {ckpt_cfg.act!r} CLIP"
+        f"{read}, but the model (model.clip={cfg.clip!r}, model.clip_act="
+        f"{cfg.get('clip_act', '')!r}) runs {c.act!r}: set model.clip_act={ckpt_cfg.act!r}{fix}")
+  if ckpt_cfg != c:
+    raise ValueError(f"config field clip_checkpoint: {path} is {ckpt_cfg}, but "
+                     f"model.clip={cfg.clip!r} is {c}")
 
 
 def validate(cfg) -> None:
@@ -90,6 +111,9 @@ def validate(cfg) -> None:
                        ("head.num_aux_categories", h.num_aux_categories)):
     if int(value) < 1:
       raise ValueError(f"model config field {field}={value}: must be >= 1")
+  if h.get("affinity_temperature", 0.0) < 0:
+    raise ValueError(f"model config field head.affinity_temperature="
+                     f"{h.affinity_temperature}: must be >= 0 (0: the CLIP logit scale)")
   if width % h.num_heads:
     raise ValueError(f"model config field head.num_heads={h.num_heads} does not divide the "
                      f"head width {width}")

@@ -27,15 +27,24 @@ _constrain = nn.with_logical_constraint
 _part = nn.with_logical_partitioning
 
 
-def affinity_weights(cos: jax.Array, fn: str, scale) -> jax.Array:
+def affinity_weights(cos: jax.Array, fn: str, scale, standardize: bool = False,
+                     groups: Optional[tuple[int, ...]] = None) -> jax.Array:
   """g: cosine affinities (..., J) -> weights (..., J) with mean about 1.
 
-  softmax: J * softmax_j(s * cos)         (mean exactly 1)
-  sigmoid: 2 * sigmoid(s * (cos - mean_j cos))
+  With standardize, cos is first z-scored over j (separately within each group of columns
+  given by `groups`, e.g. (n, m): class prompts, then auxiliary prompts), so the weights
+  depend neither on how spread the cosines are nor on how many prompts there are; `scale`
+  is then the inverse temperature of the z-scores.
+
+  softmax: J * softmax_j(scale * x)       (mean exactly 1)
+  sigmoid: 2 * sigmoid(scale * (x - mean_j x))
   none:    1
+  x = cos, or its z-scores.
   """
   cos = cos.astype(jnp.float32)
   j = cos.shape[-1]
+  if standardize:
+    cos = standardize_groups(cos, groups or (j,))
   if fn == "softmax":
     return j * jax.nn.softmax(scale * cos, axis=-1)
   if fn == "sigmoid":
@@ -45,11 +54,36 @@ def affinity_weights(cos: jax.Array, fn: str, scale) -> jax.Array:
   raise ValueError(f"affinity_fn={fn!r}: expected one of {AFFINITY_FNS}")
 
 
-def initial_affinity(frames: jax.Array, text: jax.Array, fn: str, scale) -> jax.Array:
+def standardize_groups(x: jax.Array, groups: tuple[int, ...], eps: float = 1e-6) -> jax.Array:
+  """z-scores of x (..., J) over its last axis, within each consecutive group of columns
+  (sizes `groups`, summing to J; empty groups allowed). A group of one column gives 0."""
+  out, start = [], 0
+  for size in groups:
+    g = x[..., start:start + size]
+    start += size
+    if size == 0:
+      continue
+    mu = g.mean(-1, keepdims=True)
+    var = ((g - mu) ** 2).mean(-1, keepdims=True)
+    out.append((g - mu) * jax.lax.rsqrt(var + eps * eps))
+  if start != x.shape[-1]:
+    raise ValueError(f"affinity groups {groups} do not sum to the {x.shape[-1]} prompts")
+  return jnp.concatenate(out, axis=-1)
+
+
+def effective_tokens(weights: jax.Array) -> jax.Array:
+  """exp(entropy) of the normalised weights over the last axis, as a fraction of J."""
+  p = weights / weights.sum(-1, keepdims=True)
+  h = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
+  return jnp.exp(h) / weights.shape[-1]
+
+
+def initial_affinity(frames: jax.Array, text: jax.Array, fn: str, scale,
+                     standardize: bool = False, groups=None) -> jax.Array:
   """a0[b,t,j] = g(<f^[b,t], e^[j]>). frames (B, T, D), text (J, D) -> (B, T, J)."""
   cos = jnp.einsum("btd,jd->btj", l2_normalize(frames.astype(jnp.float32)),
                    l2_normalize(text.astype(jnp.float32)))
-  return affinity_weights(cos, fn, scale)
+  return affinity_weights(cos, fn, scale, standardize, groups)
 
 
 def token_boost(frames: jax.Array, text: jax.Array, a0: Optional[jax.Array]) -> jax.Array:
@@ -106,14 +140,15 @@ class JointAttention(nn.Module):
     return x + h.reshape(b, t, n, w)
 
 
-def affinity_reweight(x: jax.Array, fn: str, scale) -> tuple[jax.Array, jax.Array]:
+def affinity_reweight(x: jax.Array, fn: str, scale, standardize: bool = False,
+                      groups=None) -> tuple[jax.Array, jax.Array]:
   """Split visual v[b,t] = x[b,t,0] and text s[b,t,j] = x[b,t,1+j]; pool text over time
   sbar[b,j]; a[b,t,j] = g(<v^[b,t], sbar^[b,j]>); s *= a; re-join.
   x (B, T, 1+J, W) -> (x', a (B, T, J))."""
   v, s = x[:, :, 0], x[:, :, 1:]
   sbar = s.astype(jnp.float32).mean(axis=1)
   cos = jnp.einsum("btw,bjw->btj", l2_normalize(v.astype(jnp.float32)), l2_normalize(sbar))
-  a = affinity_weights(cos, fn, scale)
+  a = affinity_weights(cos, fn, scale, standardize, groups)
   return jnp.concatenate([v[:, :, None], s * a[..., None].astype(s.dtype)], axis=2), a
 
 
@@ -125,10 +160,13 @@ class VicTRLayer(nn.Module):
   attention: str = "divided"
   reweight: bool = True
   affinity_fn: str = "softmax"
+  affinity_standardize: bool = False
+  affinity_groups: Optional[tuple[int, ...]] = None  # (n, m), for standardize
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x, scale):
+    """scale: g's scale (the CLIP logit scale or 1 / temperature)."""
     x = _constrain(x, ("batch", "time", "tokens", "embed"))
     if self.attention == "divided":
       x = CrossModalAttention(self.heads, self.dtype, name="cross_modal")(x)
@@ -139,7 +177,8 @@ class VicTRLayer(nn.Module):
       raise ValueError(f"attention={self.attention!r}: expected 'divided' or 'joint'")
     a = None
     if self.reweight:
-      x, a = affinity_reweight(x, self.affinity_fn, scale)
+      x, a = affinity_reweight(x, self.affinity_fn, scale, self.affinity_standardize,
+                               self.affinity_groups)
     b, t, n, w = x.shape
     h = LayerNorm(dtype=self.dtype, name="ln_mlp")(x).reshape(b, t * n, w)
     h = MLP(self.mlp_dim, "gelu", self.dtype, name="mlp")(h)
@@ -167,17 +206,29 @@ def aggregate_auxiliary(zv: jax.Array, zx: jax.Array, categories: jax.Array, k: 
 
 
 def affinity_logits(zv: jax.Array, za: jax.Array, zc: Optional[jax.Array],
-                    gamma: Optional[jax.Array], scale) -> jax.Array:
-  """logit[b,i] = s <zv^, za^[i]> + sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]>.
-  zv (B, D), za (B, n, D), zc (B, k, D) or None, gamma (k,) -> (B, n)."""
+                    gamma: Optional[jax.Array], scale, aux_scale=1.0) -> jax.Array:
+  """logit[b,i] = s <zv^, za^[i]> + s_aux sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]>.
+  zv (B, D), za (B, n, D), zc (B, k, D) or None, gamma (k,) -> (B, n). s_aux = aux_scale:
+  the CLIP scale s puts both terms on one scale (1: the auxiliary term unscaled)."""
   zv, za = l2_normalize(zv.astype(jnp.float32)), l2_normalize(za.astype(jnp.float32))
   logits = scale * jnp.einsum("bd,bnd->bn", zv, za)
   if zc is not None:
     zc = l2_normalize(zc.astype(jnp.float32))
     video_concept = jnp.einsum("bd,bcd->bc", zv, zc)
     text_concept = jnp.einsum("bnd,bcd->bnc", za, zc)
-    logits = logits + jnp.einsum("c,bc,bnc->bn", gamma, video_concept, text_concept)
+    logits = logits + aux_scale * jnp.einsum("c,bc,bnc->bn", gamma, video_concept, text_concept)
   return logits
+
+
+def gated_link(clip_emb: jax.Array, head_out: jax.Array, gate, norm_matched: bool) -> jax.Array:
+  """The head's output joined to CLIP's embedding by a zero-initialised gate, so that at
+  initialisation the model is CLIP:  clip + gate * |clip| * head^  (norm_matched: the gate
+  is the head's share of the embedding's length, whatever D and CLIP's norms) or
+  clip + gate * head. clip_emb and head_out (..., D) -> (..., D)."""
+  if norm_matched:
+    length = jnp.linalg.norm(clip_emb, axis=-1, keepdims=True)
+    head_out = length * l2_normalize(head_out)
+  return clip_emb + gate * head_out
 
 
 class VicTRHead(nn.Module):
@@ -197,7 +248,10 @@ class VicTRHead(nn.Module):
   token_boosting: bool = True
   affinity_reweighting: bool = True
   affinity_fn: str = "softmax"
+  affinity_standardize: bool = False  # z-score cosines (class and auxiliary prompts apart)
+  affinity_temperature: float = 0.0  # 0: g scales by the CLIP logit scale
   gated_residual: bool = True
+  gate_norm_matched: bool = False  # gated_link(norm_matched=...)
   temporal_init_std: float = 0.02  # larger makes time visible to attention from the start
   dtype: Dtype = jnp.float32
 
@@ -206,7 +260,10 @@ class VicTRHead(nn.Module):
     b, t, d = frames.shape
     w = self.width or d
     n = self.num_classes_text
-    a0 = initial_affinity(frames, text, self.affinity_fn, scale)
+    g_scale = scale if self.affinity_temperature <= 0 else 1.0 / self.affinity_temperature
+    groups = (n, text.shape[0] - n)
+    a0 = initial_affinity(frames, text, self.affinity_fn, g_scale, self.affinity_standardize,
+                          groups)
     x = token_boost(frames.astype(self.dtype), text.astype(self.dtype),
                     a0 if self.token_boosting else None)  # (B, T, 1+J, D)
     if w != d:
@@ -226,8 +283,9 @@ class VicTRHead(nn.Module):
     affinities = [a0]
     for i in range(self.num_layers):
       x, a = VicTRLayer(self.num_heads, int(w * self.mlp_ratio), self.attention,
-                        self.affinity_reweighting, self.affinity_fn, self.dtype,
-                        name=f"layers_{i}")(x, scale)
+                        self.affinity_reweighting, self.affinity_fn,
+                        self.affinity_standardize, groups, self.dtype,
+                        name=f"layers_{i}")(x, g_scale)
       affinities.append(a if a is not None else jnp.ones_like(a0))
     x = LayerNorm(dtype=self.dtype, name="ln_post")(x)
     pooled = temporal_pool(x)  # (B, 1+J, W)
@@ -240,8 +298,10 @@ class VicTRHead(nn.Module):
     if self.gated_residual:  # zero-initialised: at init the outputs are CLIP's.
       gate_v = self.param("gate_video", nn.initializers.zeros, ())
       gate_t = self.param("gate_text", nn.initializers.zeros, ())
-      video = temporal_pool(frames.astype(jnp.float32)) + gate_v * head_v
-      text_out = text.astype(jnp.float32)[None] + gate_t * head_t
+      video = gated_link(temporal_pool(frames.astype(jnp.float32)), head_v, gate_v,
+                         self.gate_norm_matched)
+      text_out = gated_link(text.astype(jnp.float32)[None], head_t, gate_t,
+                            self.gate_norm_matched)
     else:
       video, text_out = head_v, head_t
     return {"video": video, "action_text": text_out[:, :n], "aux_text": text_out[:, n:],

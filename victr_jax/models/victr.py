@@ -18,6 +18,12 @@ from victr_jax.clip.config import CLIPConfig
 from victr_jax.clip.model import CLIP
 from victr_jax.models import head as H
 
+# Head fields added after work directories were first written, with the value that
+# reproduces what such a directory's model computed (read when its config lacks them).
+LEGACY_HEAD = {"temporal_init_std": 0.02, "affinity_standardize": False,
+               "affinity_temperature": 0.0, "gate_norm_matched": False,
+               "aux_logit_scale": False}
+
 
 def encode_towers(clip: CLIP, cfg, frames, class_tokens, aux_tokens):
   """CLIP frame embeddings (B, T, D) and text embeddings (n [+ m], D); the frozen towers
@@ -57,15 +63,16 @@ class VicTR(nn.Module):
     n = class_tokens.shape[0]
     b = f.shape[0]
 
+    new = {k: hc.get(k, v) for k, v in LEGACY_HEAD.items()}
     out = H.VicTRHead(
         num_classes_text=n, num_layers=hc.num_layers, num_heads=hc.num_heads,
         width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
         attention=hc.attention, token_boosting=hc.token_boosting,
         affinity_reweighting=hc.affinity_reweighting, affinity_fn=hc.affinity_fn,
-        gated_residual=hc.gated_residual,
-        # Work directories written before the field existed keep the head's default.
-        temporal_init_std=hc.get("temporal_init_std", H.VicTRHead.temporal_init_std),
-        dtype=dtype, name="head")(f, e, scale)
+        affinity_standardize=new["affinity_standardize"],
+        affinity_temperature=new["affinity_temperature"],
+        gated_residual=hc.gated_residual, gate_norm_matched=new["gate_norm_matched"],
+        temporal_init_std=new["temporal_init_std"], dtype=dtype, name="head")(f, e, scale)
 
     zv = out["video"] if hc.video_embedding == "victr" else H.temporal_pool(f)
     if hc.text_embedding == "victr":
@@ -80,7 +87,8 @@ class VicTR(nn.Module):
       if use_aux:
         zc = H.aggregate_auxiliary(zv, zx, aux_categories, hc.num_aux_categories, scale)
         gamma = self.param("gamma", nn.initializers.zeros, (hc.num_aux_categories,))
-      logits = H.affinity_logits(zv, za, zc, gamma, scale)
+      logits = H.affinity_logits(zv, za, zc, gamma, scale,
+                                 scale if new["aux_logit_scale"] else 1.0)
     elif hc.classifier == "text":  # A shared linear scorer on each conditioned class text.
       logits = nn.Dense(1, name="text_scorer")(za)[..., 0]
     elif hc.classifier == "visual":  # Closed set: a linear layer on the video embedding.

@@ -1,0 +1,257 @@
+"""Does the VicTR head reach the logits within each shipped recipe's budget?
+
+  python benchmarks/recipe_dynamics.py [--recipes all] [--max_steps 2000] [--batch 16]
+      [--workdir workdirs/recipe_dynamics] [--clip workdirs/demo/clip] [--set k=v,...]
+
+For each transfer recipe of configs/ (zero-shot, few-shot K=2 and K=16 on HMDB51 and
+UCF101, base-to-novel, Kinetics-400) this takes the recipe's optimiser settings (learning
+rates of every group, warm-up, weight decay, label smoothing, mixup) and its real number of
+steps at the real data-set sizes (RECIPES below, with their sources), and trains VicTR and
+mean-pool fine-tuning with it on synthetic_actions from the main job's pretrained demo CLIP
+(`python -m victr_jax.demo` writes it; this script pretrains one when it is missing). CPU
+cuts, printed with the results: a recipe longer than --max_steps runs a complete schedule
+of --max_steps steps, and every recipe runs batch --batch (the recipes' 64 or 256 do not
+fit a CPU's time); the data settings are the demo's (no flips or crops: positions are the
+signal).
+
+Printed per recipe: the final gates (gate_video, gate_text) and auxiliary weights gamma;
+the head's share of the logits (per test video, std over classes of VicTR logits minus
+the frame-average logits of the same towers, over the std of those frame-average logits;
+mean over videos); the share of test predictions the auxiliary term changes (gamma set to
+0); top-1 and growing/shrinking direction accuracy of VicTR vs mean-pool (a motion and its
+reverse show the same frames, so frame averaging sits at 0.5 by construction).
+
+Also printed, before any training: the affinity weights' effective number of tokens
+(exp of their entropy, as a fraction of J) at J = 501 (400 Kinetics prompts + 101
+auxiliary) and J = 152 (51 HMDB prompts + 101), for each affinity function, on cosines
+drawn with CLIP-like spreads (AFFINITY_COS below).
+"""
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+
+from data_pipelines import pipeline, synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax import data, demo, models, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax.models import head as H  # noqa: E402  pylint: disable=g-import-not-at-top
+
+K400_TRAIN = 240_000  # Kinetics-400 train videos as the peers hold them: "~240k" (X-CLIP,
+# ViFi-CLIP papers, section 4 datasets); the original release lists 246,534.
+RECIPES = {  # name -> (config module, config argument, train videos, source of the size)
+    "zero_shot": ("zero_shot", "", K400_TRAIN, "Kinetics-400 train, ~240k (peers' papers)"),
+    "few_shot_hmdb51_k2": ("few_shot", "dataset=hmdb51,shots=2", 51 * 2,
+                           "HMDB51: 51 classes x 2 shots"),
+    "few_shot_hmdb51_k16": ("few_shot", "dataset=hmdb51,shots=16", 51 * 16,
+                            "HMDB51: 51 classes x 16 shots"),
+    "few_shot_ucf101_k2": ("few_shot", "dataset=ucf101,shots=2", 101 * 2,
+                           "UCF101: 101 classes x 2 shots"),
+    "few_shot_ucf101_k16": ("few_shot", "dataset=ucf101,shots=16", 101 * 16,
+                            "UCF101: 101 classes x 16 shots"),
+    "base_to_novel_k400": ("base_to_novel", "dataset=k400", 200 * 16,
+                           "Kinetics-400 base half: 200 classes x 16 shots"),
+    "base_to_novel_hmdb51": ("base_to_novel", "dataset=hmdb51", 26 * 16,
+                             "HMDB51 base half: 26 classes x 16 shots"),
+    "k400": ("k400", "", K400_TRAIN, "Kinetics-400 train, ~240k (peers' papers)"),
+}
+# Cosines of a frame with class / auxiliary prompts in CLIP ViT-B/16: means about 0.2-0.3,
+# spreads of a few hundredths across prompts (mean, std).
+AFFINITY_COS = {"class": (0.25, 0.025), "aux": (0.20, 0.03)}
+AFFINITY_FUNCTIONS = (  # (name, fn, standardize, temperature; 0 = CLIP scale 100)
+    ("softmax, CLIP scale (old)", "softmax", False, 0.0),
+    ("sigmoid, CLIP scale (old)", "sigmoid", False, 0.0),
+    ("softmax, z-scored, T=0.5", "softmax", True, 0.5),
+    ("softmax, z-scored, T=1 (default)", "softmax", True, 1.0),
+    ("softmax, z-scored, T=2", "softmax", True, 2.0),
+    ("sigmoid, z-scored, T=1", "sigmoid", True, 1.0),
+)
+GROWING_SHRINKING = 2  # motion axis index: left/right 0, top/bottom 1, growing/shrinking 2
+
+
+def affinity_table(seed=0, frames=64) -> list[dict]:
+  """Effective fraction of tokens per affinity function at J = 501 and J = 152."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for name, fn, std, temp in AFFINITY_FUNCTIONS:
+    row = {"affinity": name}
+    for n, m in ((400, 101), (51, 101)):
+      cos = np.concatenate([rng.normal(*AFFINITY_COS["class"], (frames, n)),
+                            rng.normal(*AFFINITY_COS["aux"], (frames, m))], -1)
+      scale = 100.0 if temp == 0 else 1.0 / temp
+      w = H.affinity_weights(jnp.asarray(cos, jnp.float32), fn, scale, std, (n, m))
+      frac = np.asarray(H.effective_tokens(w))
+      row[f"J={n + m}"] = float(frac.mean())
+      row[f"J={n + m} class weight"] = float(np.asarray(w)[:, :n].mean())
+    rows.append(row)
+  return rows
+
+
+def recipe_steps(name):
+  """(recipe config, its real number of steps)."""
+  module, arg, size, _ = RECIPES[name]
+  rc = importlib.import_module(f"configs.{module}").get_config(arg)
+  return rc, math.ceil(rc.num_epochs * size / rc.data.batch_size)
+
+
+def _set(cfg, overrides: str):
+  for kv in filter(None, overrides.split(",")):
+    path, value = kv.split("=", 1)
+    *parents, leaf = path.split(".")
+    node = cfg
+    for p in parents:
+      node = node[p]
+    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else (
+        value.lower() in ("1", "true", "yes"))
+
+
+def direction_accuracy(labels, preds, axis) -> float:
+  """Among test videos of motion axis `axis` predicted on that axis, the share whose
+  direction is right (colour ignored)."""
+  nm = len(synthetic.MOTIONS)
+  tm, pm = np.asarray(labels) % nm, np.asarray(preds) % nm
+  on_axis = (tm // 2 == axis) & (pm // 2 == axis)
+  return float((tm == pm)[on_axis].mean()) if on_axis.any() else float("nan")
+
+
+def analyse(cfg, params) -> dict:
+  """Test-set logits of the trained model, of its towers' frame average and of the model
+  with gamma = 0; the figures of the module doc."""
+  model = models.build_model(cfg.model)
+  names = data.subset_names(cfg.data.train)
+  tokens = jnp.asarray(data.class_tokens(names, cfg.prompt_template))
+  aux_tokens, aux_cats, _ = data.aux_prompts(cfg)
+  aux = (None, None) if aux_tokens is None else (jnp.asarray(aux_tokens), jnp.asarray(aux_cats))
+  frame_avg = models.build_model(dict_with(cfg.model, name="clip_zero_shot"))
+  apply = jax.jit(lambda p, f: model.apply({"params": p}, f, tokens, *aux)["logits"])
+  apply_avg = jax.jit(lambda p, f: frame_avg.apply({"params": {"clip": p["clip"]}}, f,
+                                                    tokens)["logits"])
+  no_gamma = jax.tree.map(lambda x: x, params)
+  if "gamma" in no_gamma:
+    no_gamma["gamma"] = jnp.zeros_like(no_gamma["gamma"])
+  source = data.open_source(cfg.evals.test, cfg.data)
+  ecfg = train._with_classes(cfg.data, len(names))  # pylint: disable=protected-access
+  logits, avg, off, labels = [], [], [], []
+  for batch in pipeline.eval_dataset(source, ecfg):
+    keep = batch["mask"] > 0
+    f = jnp.asarray(batch["frames"][:, 0])
+    logits.append(np.asarray(apply(params, f))[keep])
+    avg.append(np.asarray(apply_avg(params, f))[keep])
+    off.append(np.asarray(apply(no_gamma, f))[keep])
+    labels.append(batch["label"][keep])
+  logits, avg, off, labels = map(np.concatenate, (logits, avg, off, labels))
+  pred = logits.argmax(-1)
+  share = (logits - avg).std(-1) / np.maximum(avg.std(-1), 1e-12)
+  head = params.get("head", {})
+  return {"top1": float((pred == labels).mean()),
+          "direction_growing_shrinking": direction_accuracy(labels, pred, GROWING_SHRINKING),
+          "head_share": float(share.mean()),
+          "aux_changed": float((off.argmax(-1) != pred).mean()),
+          "gate_video": float(head.get("gate_video", np.nan)),
+          "gate_text": float(head.get("gate_text", np.nan)),
+          "gamma": [float(g) for g in np.asarray(params.get("gamma", []))],
+          "test_videos": int(len(labels))}
+
+
+def dict_with(cfg, **kw):
+  c = cfg.copy_and_resolve_references()
+  c.update(kw)
+  return c
+
+
+def run_recipe(name, variant, args, data_dir, ckpt) -> dict:
+  rc, real = recipe_steps(name)
+  steps = min(real, args.max_steps)
+  cfg = demo.demo_config(variant, "full", steps, data_dir, ckpt)
+  cfg.optim = rc.optim.copy_and_resolve_references()
+  cfg.data.batch_size = args.batch
+  cfg.log_every = max(steps // 4, 1)
+  cfg.checkpoint_every = steps
+  _set(cfg, args.set)
+  run_dir = os.path.join(args.workdir, f"{name}_{variant}")
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.rmtree(run_dir, ignore_errors=True)
+  t0 = time.time()
+  out = train.run(cfg, run_dir, mode="train")
+  res = analyse(cfg, out["state"]["params"])
+  res.update(steps=steps, real_steps=real, seconds=round(time.time() - t0, 1),
+             lr=cfg.optim.lr, head_lr=cfg.optim.head_lr, gate_lr=cfg.optim.gate_lr,
+             warmup=cfg.optim.warmup_steps)
+  return res
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--recipes", default="all", help=f"comma-separated, of {list(RECIPES)}")
+  p.add_argument("--variants", default="victr,mean_pool")
+  p.add_argument("--max_steps", type=int, default=2000)
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "recipe_dynamics"))
+  p.add_argument("--clip", default=os.path.join(ROOT, "workdirs", "demo", "clip"))
+  p.add_argument("--set", default="", help="config overrides, e.g. model.head.gate_norm_matched"
+                 "=false,optim.gate_lr=0")
+  p.add_argument("--skip_affinity", action="store_true")
+  args = p.parse_args(argv)
+  names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
+  os.makedirs(args.workdir, exist_ok=True)
+  print(f"recipe dynamics on {jax.device_count()} x {jax.devices()[0].device_kind}; "
+        f"CPU cuts: batch {args.batch}, at most {args.max_steps} steps (a complete "
+        "schedule of that length)", flush=True)
+
+  report = {"args": vars(args), "affinity": [], "recipes": {}}
+  if not args.skip_affinity:
+    report["affinity"] = affinity_table()
+    print("\naffinity weights: effective number of tokens exp(H) / J (mean weight of a "
+          f"class prompt); cosines class {AFFINITY_COS['class']}, aux {AFFINITY_COS['aux']}")
+    for r in report["affinity"]:
+      print(f"  {r['affinity']:<34} J=501 {r['J=501']:.3f} ({r['J=501 class weight']:.2f})"
+            f"   J=152 {r['J=152']:.3f} ({r['J=152 class weight']:.2f})")
+
+  data_dir = os.path.join(os.path.dirname(args.clip), "data")
+  cfg0 = demo.demo_config("victr", "full", 1, data_dir, "")
+  data.ensure_synthetic(cfg0.data, dict(cfg0.data.synthetic_per_class),
+                        cfg0.data.synthetic_frames, cfg0.data.synthetic_size)
+  if not os.path.exists(os.path.join(args.clip, "clip_config.json")):
+    print(f"no pretrained demo CLIP at {args.clip}: pretraining one (1000 steps)", flush=True)
+    demo.pretrain_clip(models.clip_config_of(cfg0.model), args.clip, 1000)
+
+  for name in names:
+    report["recipes"][name] = {}
+    for variant in args.variants.split(","):
+      _, real = recipe_steps(name)
+      print(f"\n== {name} ({RECIPES[name][3]}; {real} steps"
+            f"{f', cut to {args.max_steps}' if real > args.max_steps else ''}), {variant}",
+            flush=True)
+      report["recipes"][name][variant] = run_recipe(name, variant, args, data_dir, args.clip)
+      with open(os.path.join(args.workdir, "recipe_dynamics.json"), "w") as f:
+        json.dump(report, f, indent=2)
+
+  print("\n| recipe | steps (real) | lr tower / head / gates | gate_video | gate_text | gamma | "
+        "head share | aux changes | top-1 VicTR / mean-pool | grow-shrink dir. VicTR / "
+        "mean-pool |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  for name, rows in report["recipes"].items():
+    v, mp = rows.get("victr", {}), rows.get("mean_pool", {})
+    any_ = v or mp
+    g = ", ".join(f"{x:.2f}" for x in v.get("gamma", []))
+    print(f"| {name} | {any_['steps']} ({any_['real_steps']}) | {any_['lr']:.0e} / "
+          f"{any_['head_lr']:.0e} / {any_['gate_lr']:.0e} | {v.get('gate_video', np.nan):.3f} | "
+          f"{v.get('gate_text', np.nan):.3f} | {g} | {v.get('head_share', np.nan):.2f} | "
+          f"{v.get('aux_changed', np.nan):.1%} | {v.get('top1', np.nan):.2f} / "
+          f"{mp.get('top1', np.nan):.2f} | {v.get('direction_growing_shrinking', np.nan):.2f} / "
+          f"{mp.get('direction_growing_shrinking', np.nan):.2f} |")
+  print(f"\nwritten: {os.path.join(args.workdir, 'recipe_dynamics.json')}")
+
+
+if __name__ == "__main__":
+  main()

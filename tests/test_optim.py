@@ -1,0 +1,76 @@
+"""Optimiser groups: each group moves at its own peak learning rate (AdamW's first step
+moves a parameter by about its learning rate, whatever the gradient's size)."""
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from victr_jax import config_lib, optim
+
+
+def _params():
+  return {"clip": {"visual": {"kernel": jnp.ones((2, 2))}, "token_embedding": jnp.ones((3, 2)),
+                   "logit_scale": jnp.ones(())},
+          "head": {"gate_video": jnp.zeros(()), "gate_text": jnp.zeros(()),
+                   "layers_0": {"kernel": jnp.ones((2, 2)), "bias": jnp.zeros((2,))}},
+          "gamma": jnp.zeros((3,))}
+
+
+def _step(ocfg, grad_scale=1e-3):
+  params = _params()
+  tx = optim.make(ocfg, params, total_steps=100)
+  grads = jax_tree_map(lambda p: grad_scale * jnp.ones_like(p), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  return jax_tree_map(lambda u: np.abs(np.asarray(u)).max(), updates)
+
+
+def jax_tree_map(f, t):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(f, t)
+
+
+def _ocfg(**kw):
+  c = config_lib.base("tiny").optim
+  c.warmup_steps = 0
+  c.weight_decay = 0.0
+  c.clip_grad_norm = 0.0
+  c.update(kw)
+  return c
+
+
+def test_groups_of_the_model_params():
+  assert optim.group_of(("clip", "visual", "x")) == "visual"
+  assert optim.group_of(("clip", "logit_scale")) == "text"
+  assert optim.group_of(("head", "gate_video")) == "gates"
+  assert optim.group_of(("gamma",)) == "gates"
+  assert optim.group_of(("head", "layers_0", "mlp", "c_fc", "kernel")) == "head"
+
+
+def test_each_group_moves_at_its_own_rate():
+  u = _step(_ocfg(lr=2e-6, head_lr=1e-3, gate_lr=1e-2))
+  np.testing.assert_allclose(u["clip"]["visual"]["kernel"], 2e-6, rtol=1e-3)
+  np.testing.assert_allclose(u["clip"]["token_embedding"], 2e-6, rtol=1e-3)
+  np.testing.assert_allclose(u["head"]["layers_0"]["kernel"], 1e-3, rtol=1e-3)
+  np.testing.assert_allclose(u["head"]["gate_video"], 1e-2, rtol=1e-3)
+  np.testing.assert_allclose(u["gamma"], 1e-2, rtol=1e-3)
+
+
+def test_old_rule_head_lr_from_multiplier():
+  u = _step(_ocfg(lr=2e-6, head_lr=0.0, gate_lr=0.0, head_lr_mult=10.0))
+  np.testing.assert_allclose(u["head"]["layers_0"]["kernel"], 2e-5, rtol=1e-3)
+  np.testing.assert_allclose(u["head"]["gate_text"], 2e-5, rtol=1e-3)
+
+
+def test_gates_get_no_weight_decay_and_freeze_with_the_head():
+  c = _ocfg(lr=0.0, visual_lr_mult=0.0, text_lr_mult=0.0, head_lr=1e-3, gate_lr=1e-2,
+            weight_decay=0.5)
+  params = _params()
+  params["head"]["gate_video"] = jnp.ones(())
+  tx = optim.make(c, params, 100)
+  zero = jax_tree_map(jnp.zeros_like, params)
+  updates, _ = tx.update(zero, tx.init(params), params)
+  assert float(updates["head"]["gate_video"]) == 0.0  # scalars: no decay
+  assert float(np.abs(updates["head"]["layers_0"]["kernel"]).max()) > 0  # matrices decay
+  frozen = _step(_ocfg(head_lr=1e-3, gate_lr=1e-2, freeze=("head",)))
+  assert float(frozen["head"]["gate_video"]) == 0.0 and float(frozen["gamma"]) == 0.0
