@@ -4,6 +4,10 @@ seeds 1, 2, 3), evaluate on base and novel test videos; reports their harmonic m
   --config=configs/base_to_novel.py:dataset=k400,seed=1,root=/data/victr
 
 Class halves are the peers' (ViFi-CLIP) sets (data_pipelines/splits.base_novel_classes).
+Data and augmentation from config_lib.peer_recipe (configs/README.md, "Data recipe").
+train_list= trains on the videos of a published list (ViFi-CLIP's
+datasets_splits/base2novel_splits/*/fs_base_s{1,2,3}_train.txt) instead of our own draw;
+base_list= / novel_list= restrict the test sets likewise (base_val.txt, novel_val.txt).
 """
 from data_pipelines import splits
 from victr_jax import config_lib
@@ -13,22 +17,25 @@ from configs.few_shot import DATASETS  # pylint: disable=g-bad-import-order
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, dataset="k400", seed=1, shots=16, root=config_lib.DATA_ROOT,
-                           model="B/16", frames=32, variant="victr")
+                           model="B/16", frames=32, variant="victr", train_list="",
+                           base_list="", novel_list="")
   if a.dataset not in DATASETS:
     raise ValueError(f"config argument dataset={a.dataset!r}: known {sorted(DATASETS)}")
   names, train, test = DATASETS[a.dataset]
   base, novel = splits.base_novel_classes(len(splits.read_classnames(names)), names)
-  c = config_lib.base(a.model)
+  c = config_lib.peer_recipe(config_lib.base(a.model))
   c.model.num_frames = a.frames
   c.model.remat = True
   d = c.data
   d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 64
   d.flip = a.dataset != "ssv2"
-  d.train = config_lib.records_set(f"{a.root}/{train}", names, classes=base, shots=a.shots,
-                                   shot_seed=a.seed)
-  c.evals.base = config_lib.records_set(f"{a.root}/{test}", names, classes=base, group="base")
+  d.train = config_lib.records_set(f"{a.root}/{train}", names, classes=base,
+                                   shots=0 if a.train_list else a.shots, shot_seed=a.seed,
+                                   list_file=a.train_list)
+  c.evals.base = config_lib.records_set(f"{a.root}/{test}", names, classes=base, group="base",
+                                        list_file=a.base_list)
   c.evals.novel = config_lib.records_set(f"{a.root}/{test}", names, classes=novel,
-                                         group="novel")
+                                         group="novel", list_file=a.novel_list)
   c.optim.lr, c.optim.warmup_steps = 2e-6, 50
   c.num_epochs = 50
   c.seed = a.seed

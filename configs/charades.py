@@ -3,7 +3,9 @@
   --config=configs/charades.py:root=/data/victr
 
 classes.txt from `victr-prepare --layout charades --classes Charades_v1_classes.txt`
-gives the class names used for the prompts.
+gives the class names used for the prompts. Data and augmentation from
+config_lib.peer_recipe (configs/README.md, "Data recipe"), without mixup / CutMix or label
+smoothing (multi-label targets; the peers have no Charades recipe).
 """
 from victr_jax import config_lib
 
@@ -11,19 +13,18 @@ from victr_jax import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="L/14", frames=32,
                            clips=4, crops=1, variant="victr")
-  c = config_lib.base(a.model)
+  c = config_lib.peer_recipe(config_lib.base(a.model))
   c.model.num_frames = a.frames
   c.model.remat = True
-  c.model.dtype = "bfloat16"
   d = c.data
   d.multi_label = True
-  d.sampling = "segments"
   d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 16
   d.num_test_clips, d.num_test_crops = a.clips, a.crops
   names = f"{a.root}/charades/classes.txt"
   d.train = config_lib.records_set(f"{a.root}/charades/train.tfrecord-*", names)
   c.evals.charades_test = config_lib.records_set(f"{a.root}/charades/test.tfrecord-*", names)
   c.optim.lr, c.optim.warmup_steps, c.optim.label_smoothing = 8e-6, 500, 0.0
+  c.optim.mixup_alpha = c.optim.cutmix_alpha = 0.0
   c.num_epochs = 50
   c.mesh.fsdp, c.mesh.data = -1, 1
   return config_lib.apply_variant(c, a.variant)

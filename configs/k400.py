@@ -1,6 +1,9 @@
 """Fully supervised Kinetics-400: top-1 / top-5 with multi-view test (4 clips x 3 crops).
 
   --config=configs/k400.py:root=/data/victr,model=L/14,frames=8
+
+Data and augmentation from config_lib.peer_recipe (configs/README.md, "Data recipe"); with
+3 test crops the short side is resized to the crop size (the peers' 3-crop test).
 """
 from victr_jax import config_lib
 
@@ -8,18 +11,18 @@ from victr_jax import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="L/14", frames=8,
                            clips=4, crops=3, variant="victr")
-  c = config_lib.base(a.model)
+  c = config_lib.peer_recipe(config_lib.base(a.model))
   c.model.num_frames = a.frames
   c.model.remat = True
-  c.model.dtype = "bfloat16"
   d = c.data
-  d.num_frames, d.stride, d.batch_size, d.eval_batch_size = a.frames, 8, 256, 32
+  d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 256, 32
   d.num_test_clips, d.num_test_crops = a.clips, a.crops
+  if a.crops == 3:
+    d.test_resize = 0
   d.train = config_lib.records_set(f"{a.root}/kinetics400/train.tfrecord-*", "kinetics400")
   c.evals.k400_val = config_lib.records_set(f"{a.root}/kinetics400/val.tfrecord-*",
                                             "kinetics400")
   c.optim.lr, c.optim.warmup_steps = 8e-6, 1000
-  c.optim.mixup_alpha = 0.8
   c.num_epochs = 30
   c.mesh.fsdp, c.mesh.data = -1, 1  # shard the towers FSDP-style on pods
   return config_lib.apply_variant(c, a.variant)

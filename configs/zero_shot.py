@@ -1,13 +1,14 @@
-"""Zero-shot transfer (DESIGN.md section 5): train on Kinetics-400, evaluate without
-further training on HMDB51 and UCF101 (3 official test splits each, mean and std) and on
-the Kinetics-600 classes not in Kinetics-400 (3 draws of 160 of the 220).
+"""Zero-shot transfer: train on Kinetics-400, evaluate without further training on HMDB51
+and UCF101 (3 official test splits each, mean and std) and on the Kinetics-600 classes not
+in Kinetics-400 (3 draws of 160 of the 220).
 
   --config=configs/zero_shot.py:root=/data/victr,k600=peer,variant=victr
 
 Data (victr-prepare outputs under root): kinetics400/train.tfrecord-*,
 hmdb51/split{1,2,3}/test.tfrecord-*, ucf101/split{1,2,3}/test.tfrecord-*,
 kinetics600/val.tfrecord-*. Peers' recipe: 32 frames, single view, lr 8e-6, batch 256,
-10 epochs, AdamW (0.9, 0.98), wd 0.001, cosine, label smoothing 0.1.
+10 epochs, AdamW (0.9, 0.98), wd 0.001, cosine; data and augmentation from
+config_lib.peer_recipe (configs/README.md, "Data recipe").
 """
 from data_pipelines import splits
 from victr_jax import config_lib
@@ -16,11 +17,11 @@ from victr_jax import config_lib
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="B/16", frames=32,
                            k600="peer", variant="victr")
-  c = config_lib.base(a.model)
+  c = config_lib.peer_recipe(config_lib.base(a.model))
   c.model.num_frames = a.frames
   c.model.remat = True
   d = c.data
-  d.num_frames, d.stride = a.frames, 2
+  d.num_frames = a.frames
   d.batch_size, d.eval_batch_size = 256, 64
   d.train = config_lib.records_set(f"{a.root}/kinetics400/train.tfrecord-*", "kinetics400")
   for ds in ("hmdb51", "ucf101"):

@@ -66,7 +66,8 @@ def _decode_frames(rec: records.VideoRecord, idx: np.ndarray) -> list[np.ndarray
 
 def train_example(item, rng: np.random.Generator, cfg) -> dict:
   """One training clip (from serialized bytes or a VideoRecord): sampled frames, spatial
-  augmentation, normalisation."""
+  augmentation, flip, colour jitter and greyscale (each with its probability, one draw per
+  clip), normalisation."""
   rec = records.as_record(item)
   idx = video_ops.sample_indices(len(rec.frames), cfg.num_frames, mode=cfg.sampling,
                                  stride=cfg.stride, rng=rng)
@@ -79,18 +80,24 @@ def train_example(item, rng: np.random.Generator, cfg) -> dict:
     clip = video_ops.test_crops(frames, cfg.image_size, 1)[0]
   if cfg.flip and rng.random() < 0.5:
     clip = clip[:, :, ::-1]
+  p_jitter, p_grey = cfg.get("color_jitter", 0.0), cfg.get("grayscale", 0.0)
+  if p_jitter > 0 and rng.random() < p_jitter:  # no draws when off: old streams unchanged
+    clip = video_ops.color_jitter(clip, rng)
+  if p_grey > 0 and rng.random() < p_grey:
+    clip = video_ops.grayscale(clip)
   return {"frames": video_ops.normalize(clip), "label": _labels(rec, cfg)}
 
 
 def eval_views(item, cfg) -> dict:
-  """All test views of one video: (V, T, S, S, 3), V = clips x crops (clip-major)."""
+  """All test views of one video: (V, T, S, S, 3), V = clips x crops (clip-major); short
+  side resized to test_resize (0: S) before the crops."""
   rec = records.as_record(item)
   views = []
   for c in range(cfg.num_test_clips):
     idx = video_ops.sample_indices(len(rec.frames), cfg.num_frames, mode=cfg.sampling,
                                    stride=cfg.stride, view=c, num_views=cfg.num_test_clips)
     views.append(video_ops.test_crops(_decode_frames(rec, idx), cfg.image_size,
-                                      cfg.num_test_crops))
+                                      cfg.num_test_crops, cfg.get("test_resize", 0)))
   return {"frames": video_ops.normalize(np.concatenate(views)), "label": _labels(rec, cfg)}
 
 
@@ -149,6 +156,16 @@ def eval_dataset(source, cfg, process_index: int = 0, process_count: int = 1,
   ds = grain.MapDataset.source(idx).map(load).batch(local)
   return ds.to_iter_dataset(grain.ReadOptions(num_threads=cfg.num_threads,
                                               prefetch_buffer_size=2 * local))
+
+
+def padded_eval_batch(eval_batch_size: int, batch_devices: int, process_count: int = 1) -> int:
+  """The eval batch rounded up to a multiple of the data x fsdp devices and the processes.
+
+  The extra entries are padding like the last batch's (mask 0, index -1, `eval_indices`),
+  so any eval_batch_size runs on any slice and every video still counts once.
+  """
+  step = math.lcm(int(batch_devices), int(process_count))
+  return -(-max(int(eval_batch_size), 1) // step) * step
 
 
 def _local_batch(global_batch: int, process_count: int) -> int:

@@ -8,8 +8,11 @@ Sampling (T frames out of a video of n):
 Spatial:
   train:    random resized crop (one box for the whole clip) or scale jitter + random
             crop, optional horizontal flip (off for direction-sensitive datasets).
-  test:     short side resized to the crop size, then 1 (centre) or 3 (start, centre,
-            end of the long side) crops.
+  test:     short side resized to `resize` (0: the crop size), then 1 (centre) or 3
+            (start, centre, end of the long side, centred on the short one) crops.
+Colour (train, per clip: one draw of every factor for all frames of a clip):
+  color_jitter: brightness, contrast, saturation, hue in a random order (torchvision
+            ColorJitter's ranges and PIL's formulas); grayscale: ITU-R 601 luma.
 """
 import numpy as np
 from PIL import Image
@@ -86,21 +89,85 @@ def scale_jitter_crop(frames, size: int, rng: np.random.Generator,
   return np.stack([f[y:y + size, x:x + size] for f in frames])
 
 
-def test_crops(frames, size: int, num_crops: int) -> np.ndarray:
-  """(num_crops, T, size, size, 3): short side to `size`, crops along the long side."""
-  frames = resize_short_side(frames, size)
+def test_crops(frames, size: int, num_crops: int, resize: int = 0) -> np.ndarray:
+  """(num_crops, T, size, size, 3): short side to `resize` (0: `size`), then crops along
+  the long side (centred on the short side)."""
+  if resize and resize < size:
+    raise ValueError(f"test resize {resize} is smaller than the crop {size}")
+  frames = resize_short_side(frames, resize or size)
   h, w = frames[0].shape[:2]
+  cy, cx = (h - size) // 2, (w - size) // 2
   if num_crops == 1:
-    offsets = [((h - size) // 2, (w - size) // 2)]
+    offsets = [(cy, cx)]
   elif num_crops == 3:
     if w >= h:
-      offsets = [(0, 0), (0, (w - size) // 2), (0, w - size)]
+      offsets = [(cy, 0), (cy, cx), (cy, w - size)]
     else:
-      offsets = [(0, 0), ((h - size) // 2, 0), (h - size, 0)]
+      offsets = [(0, cx), (cy, cx), (h - size, cx)]
   else:
     raise ValueError(f"num_test_crops={num_crops}: expected 1 or 3")
   clip = np.stack(frames)
   return np.stack([clip[:, y:y + size, x:x + size] for y, x in offsets])
+
+
+# ITU-R 601-2 luma, PIL's convert('L') (torchvision Grayscale / the contrast and
+# saturation references).
+LUMA = np.array((0.299, 0.587, 0.114), np.float32)
+
+
+def _luma(x: np.ndarray) -> np.ndarray:
+  """(..., 3) float -> (..., 1) grey value."""
+  return (x @ LUMA)[..., None]
+
+
+def adjust_brightness(x: np.ndarray, f: float) -> np.ndarray:
+  """(T, H, W, 3) float in [0, 255]: blend with black, x * f."""
+  return np.clip(x * f, 0, 255)
+
+
+def adjust_contrast(x: np.ndarray, f: float) -> np.ndarray:
+  """Blend with each frame's mean grey value: m + f (x - m)."""
+  m = _luma(x).mean(axis=(1, 2, 3), keepdims=True)
+  return np.clip(m + f * (x - m), 0, 255)
+
+
+def adjust_saturation(x: np.ndarray, f: float) -> np.ndarray:
+  """Blend with the pixel's grey value: g + f (x - g)."""
+  g = _luma(x)
+  return np.clip(g + f * (x - g), 0, 255)
+
+
+def adjust_hue(x: np.ndarray, h: float) -> np.ndarray:
+  """Rotates the hue by h turns (h in [-0.5, 0.5]) in PIL's 8-bit HSV, like torchvision."""
+  shift = np.uint8(int(round(h * 255)) % 256)
+  if shift == 0:
+    return x
+  out = np.empty(x.shape, np.uint8)
+  for t, f in enumerate(np.round(x).astype(np.uint8)):
+    hsv = np.array(Image.fromarray(f).convert("HSV"))
+    hsv[..., 0] += shift  # wraps modulo 256
+    out[t] = np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"))
+  return out.astype(np.float32)
+
+
+def color_jitter(clip: np.ndarray, rng: np.random.Generator, brightness=0.4, contrast=0.4,
+                 saturation=0.2, hue=0.1) -> np.ndarray:
+  """(T, H, W, 3) uint8 -> uint8. Factors drawn once per clip: brightness, contrast,
+  saturation ~ U[max(0, 1 - v), 1 + v], hue ~ U[-hue, hue]; applied in a random order."""
+  fb, fc, fs = (rng.uniform(max(0.0, 1 - v), 1 + v) for v in (brightness, contrast, saturation))
+  fh = rng.uniform(-hue, hue)
+  ops = (lambda x: adjust_brightness(x, fb), lambda x: adjust_contrast(x, fc),
+         lambda x: adjust_saturation(x, fs), lambda x: adjust_hue(x, fh))
+  x = clip.astype(np.float32)
+  for i in rng.permutation(4):
+    x = ops[i](x)
+  return np.round(x).astype(np.uint8)
+
+
+def grayscale(clip: np.ndarray) -> np.ndarray:
+  """(T, H, W, 3) uint8 -> the grey value in all three channels, uint8."""
+  g = np.round(_luma(clip.astype(np.float32)))
+  return np.broadcast_to(g, clip.shape).astype(np.uint8)
 
 
 def normalize(frames: np.ndarray) -> np.ndarray:

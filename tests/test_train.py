@@ -253,3 +253,168 @@ def test_main_reports_a_bad_config_field(tmp_path):
   r = subprocess.run(_main_cmd(tmp_path / "x", "steps=1", ["--config.mesh.model=3"]),
                      env=_env(), capture_output=True, text=True)
   assert r.returncode != 0 and "mesh" in r.stderr
+
+
+@pytest.mark.parametrize("preset,model_act", [("tiny", "gelu"), ("tiny_gelu", "")])
+def test_checkpoint_activation_must_be_the_models(preset, model_act, tmp_path, monkeypatch):
+  from victr_jax import clip, models
+  cfg = clip.get_config(preset)  # 'tiny' is QuickGELU, 'tiny_gelu' exact GELU
+  path = clip.save_converted(cfg, clip.init(cfg)[1], str(tmp_path / "clip"))
+  c = _demo_cfg(tmp_path, **{"clip_checkpoint": path, "model.clip_act": model_act})
+  compiled = []
+  monkeypatch.setattr(jax, "jit", lambda *a, **k: compiled.append(1))
+  other = "quick_gelu" if cfg.act == "gelu" else "gelu"
+  with pytest.raises(ValueError, match=rf"model\.clip_act.*'{cfg.act}'.*model\.clip=.*'{other}'"):
+    train.run(c, str(tmp_path / "bad"))
+  assert not compiled and not os.path.exists(tmp_path / "bad")
+  c.model.clip_act = cfg.act  # the checkpoint's activation: accepted
+  models.check_clip_checkpoint(c.model, cfg, path)
+
+
+# Published split lists (data set field list_file) -------------------------------------------
+
+_LISTED_IDS = [  # record ids as victr-prepare writes them (generic, UCF101, Kinetics, SSv2)
+    ("brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0", 0), ("v_ApplyEyeMakeup_g08_c01", 1),
+    ("c1O_FxuKCI0_000110_000120", 2), ("82469", 3), ("cartwheel_f_cm_np1_le_bad_0", 1),
+    ("v_Archery_g01_c02", 0), ("6xMGnefcS20_000000_000010", 3), ("117585", 2)]
+
+
+def _listed_set(tmp_path, list_file, **kw):
+  """(ids, labels) of the records data.open_source keeps for a records set with list_file."""
+  from victr_jax import data
+  if not os.path.exists(tmp_path / "rec-00000-of-00001.tfrecord"):
+    recs = [records.VideoRecord([_jpeg(i)], [l], [], vid) for i, (vid, l) in enumerate(_LISTED_IDS)]
+    records.write_shards(recs, str(tmp_path / "rec"), 1)
+    splits.write_classnames(str(tmp_path / "names.txt"), ["a", "b", "c", "d"])
+  dset = config_lib.records_set(str(tmp_path / "rec*"), str(tmp_path / "names.txt"),
+                                list_file=str(list_file), **kw)
+  src = data.open_source(dset, config_lib.base().data)
+  recs = [records.as_record(src[i]) for i in range(len(src))]
+  return [r.video_id for r in recs], [r.labels for r in recs]
+
+
+def test_list_file_keeps_exactly_the_listed_videos(tmp_path):
+  vifi = tmp_path / "train1_few_shot_1.txt"  # ViFi-CLIP's format: `path-or-name LABEL`
+  vifi.write_text("April_09_brush_hair_u_nm_np1_ba_goo_0.avi 0\n"
+                  "ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1\n"
+                  "train/c1O_FxuKCI0_000110_000120.mp4 2\n\n82469.webm 3\n")
+  ids, labels = _listed_set(tmp_path, vifi)
+  assert ids == ["brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0", "v_ApplyEyeMakeup_g08_c01",
+                 "c1O_FxuKCI0_000110_000120", "82469"]
+  assert labels == [[0], [1], [2], [3]]
+  ours = str(tmp_path / "ours.txt")  # splits.read_list's format
+  splits.write_list(ours, [("cartwheel_f_cm_np1_le_bad_0", [1]), ("v_Archery_g01_c02.avi", [0]),
+                           ("6xMGnefcS20_000000_000010.mp4", [3]), ("117585", [2])])
+  ids, labels = _listed_set(tmp_path, ours)
+  assert ids == ["cartwheel_f_cm_np1_le_bad_0", "v_Archery_g01_c02", "6xMGnefcS20_000000_000010",
+                 "117585"] and labels == [[1], [0], [3], [2]]
+  ids, labels = _listed_set(tmp_path, ours, classes=[3, 1])  # with classes: renumbered
+  assert ids == ["cartwheel_f_cm_np1_le_bad_0", "6xMGnefcS20_000000_000010"]
+  assert labels == [[1], [0]]
+  # The peers' base/novel lists number the classes their own way: a consistent one-to-one
+  # relabelling is accepted, the records' labels are kept. No label (UCF101 testlist) too.
+  relabelled = tmp_path / "base_train.txt"
+  relabelled.write_text("v_ApplyEyeMakeup_g08_c01.avi 7\ncartwheel_f_cm_np1_le_bad_0.avi 7\n"
+                        "Archery/v_Archery_g01_c02.avi 5\n117585.webm\n")
+  ids, labels = _listed_set(tmp_path, relabelled)
+  assert ids == ["v_ApplyEyeMakeup_g08_c01", "cartwheel_f_cm_np1_le_bad_0", "v_Archery_g01_c02",
+                 "117585"] and labels == [[1], [1], [0], [2]]
+
+
+def test_list_file_errors_name_the_file_line_and_video(tmp_path):
+  missing = tmp_path / "missing.txt"
+  missing.write_text("82469.webm 3\nv_Nope_g01_c01.avi 1\n")
+  with pytest.raises(ValueError, match=r"missing\.txt: 1 listed videos are not among the 8 "
+                                       r"records.*line 2 'v_Nope_g01_c01\.avi'"):
+    _listed_set(tmp_path, missing)
+  clash = tmp_path / "clash.txt"  # v_ApplyEyeMakeup is class 1, v_Archery class 0
+  clash.write_text("v_ApplyEyeMakeup_g08_c01.avi 1\nv_Archery_g01_c02.avi 1\n")
+  with pytest.raises(ValueError, match=r"clash\.txt:2: video 'v_Archery_g01_c02\.avi' is listed "
+                                       r"with label \[1\] but labelled \[0\].*line 1"):
+    _listed_set(tmp_path, clash)
+  # The config check: a list file that does not exist, or one with shots.
+  c = _demo_cfg(tmp_path)
+  c.evals.test.list_file = str(tmp_path / "nowhere.txt")
+  with pytest.raises(ValueError, match=r"evals\.test\.list_file: .*nowhere\.txt does not exist"):
+    config_lib.check_config(c, "eval", 8)
+  c.evals.test.list_file = ""
+  c.data.train.list_file = str(tmp_path / "nowhere.txt")
+  with pytest.raises(ValueError, match=r"data\.train\.list_file"):
+    config_lib.check_config(c, "train", 8)
+  c.data.train.list_file, c.data.train.shots = str(missing), 2
+  with pytest.raises(ValueError, match=r"data\.train\.shots=2 with data\.train\.list_file"):
+    config_lib.check_config(c, "train", 8)
+
+
+def test_few_shot_and_base_to_novel_configs_take_list_arguments(tmp_path):
+  from configs import base_to_novel, few_shot
+  c = few_shot.get_config("train_list=/l/train.txt,test_list=/l/test.txt")
+  assert (c.data.train.list_file, c.data.train.shots) == ("/l/train.txt", 0)
+  assert c.evals.hmdb51_test.list_file == "/l/test.txt"
+  c = base_to_novel.get_config("train_list=/l/fs.txt,novel_list=/l/novel.txt")
+  assert (c.data.train.list_file, c.data.train.shots, c.evals.base.list_file,
+          c.evals.novel.list_file) == ("/l/fs.txt", 0, "", "/l/novel.txt")
+  assert few_shot.get_config("").data.train.list_file == ""
+
+
+# Evaluation at any eval batch size: padded to the devices, padding masked -------------------
+
+
+def test_padded_eval_batch():
+  from data_pipelines import pipeline
+  assert pipeline.padded_eval_batch(8, 8) == 8
+  assert pipeline.padded_eval_batch(6, 8) == pipeline.padded_eval_batch(1, 8) == 8
+  assert pipeline.padded_eval_batch(12, 8) == 16
+  assert pipeline.padded_eval_batch(64, 128) == 128
+  assert pipeline.padded_eval_batch(12, 4, 8) == 16  # a multiple of the processes too
+  assert pipeline.padded_eval_batch(10, 6, 4) == 12
+  assert pipeline.padded_eval_batch(5, 1, 1) == 5
+
+
+def _eval_per_video(c, workdir, monkeypatch):
+  """(results, {video index: scores}, batch sizes) of an evaluation-only run."""
+  from data_pipelines import pipeline
+  from victr_jax import metrics
+  seen = {"index": [], "mask": [], "scores": []}
+  real_ds, real_update = pipeline.eval_dataset, metrics.ClassificationAccumulator.update
+
+  def eval_dataset(*a, **k):
+    for b in real_ds(*a, **k):
+      seen["index"].append(b["index"])
+      seen["mask"].append(b["mask"])
+      yield b
+
+  def update(self, scores, labels, mask=None):
+    seen["scores"].append(np.asarray(scores))
+    return real_update(self, scores, labels, mask)
+
+  with monkeypatch.context() as m:
+    m.setattr(pipeline, "eval_dataset", eval_dataset)
+    m.setattr(metrics.ClassificationAccumulator, "update", update)
+    res = train.run(c, str(workdir), mode="eval")["eval"]
+  index, mask = np.concatenate(seen["index"]), np.concatenate(seen["mask"])
+  scores = np.concatenate(seen["scores"])
+  assert len(index) == len(scores)
+  valid = index[mask > 0]
+  assert sorted(valid.tolist()) == list(range(len(valid)))  # every video exactly once
+  assert (index[mask == 0] == -1).all()
+  return res, dict(zip(valid.tolist(), scores[mask > 0])), {len(i) for i in seen["index"]}
+
+
+def test_eval_batch_not_dividing_the_devices_is_padded(tmp_path, monkeypatch):
+  c8 = _demo_cfg(tmp_path, steps=0, num_train_steps=-1)
+  ref, ref_scores, sizes = _eval_per_video(c8, tmp_path / "wd8", monkeypatch)
+  assert sizes == {8}
+  c12 = _demo_cfg(tmp_path, steps=0, num_train_steps=-1, **{"data.eval_batch_size": 12})
+  config_lib.check_config(c12, "eval", 8)  # no longer rejected
+  got, got_scores, sizes = _eval_per_video(c12, tmp_path / "wd12", monkeypatch)
+  assert sizes == {16}  # 12 padded to a multiple of the 8 devices
+  assert sorted(got_scores) == sorted(ref_scores) == list(range(18))
+  for i, s in ref_scores.items():
+    np.testing.assert_allclose(got_scores[i], s, atol=1e-5)
+  for name, r in ref["sets"].items():
+    g = got["sets"][name]
+    assert g["num_examples"] == r["num_examples"] == 18
+    assert g["confusion"] == r["confusion"]
+    for k in ("top1", "top5", "mean_class_accuracy"):
+      assert g[k] == pytest.approx(r[k], abs=1e-9)

@@ -20,6 +20,10 @@ from data_pipelines import records
 from victr_jax import models, sharding
 
 DATA_ROOT = os.environ.get("VICTR_DATA", "/data/victr")
+# Peak learning rates of the head and of its gates, absolute (victr_jax/optim.py); chosen
+# by benchmarks/recipe_dynamics.py (0: the old rule, lr x head_lr_mult).
+HEAD_LR = 1e-3
+GATE_LR = 1e-2
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -39,11 +43,13 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 
 
 def dataset(source="records", pattern="", classnames="", classes=(), group="", split="",
-            tfds_name="", tfds_split="", data_dir="", shots=0, shot_seed=0):
+            tfds_name="", tfds_split="", data_dir="", shots=0, shot_seed=0, list_file=""):
+  """A data set (fields: victr_jax/data.py). list_file: a published video list (ours,
+  X-CLIP's or ViFi-CLIP's `video LABEL` lines) to keep instead of drawing `shots`."""
   return ml_collections.ConfigDict(dict(
       source=source, pattern=pattern, classnames=classnames, classes=list(classes), group=group,
       split=split, tfds_name=tfds_name, tfds_split=tfds_split, data_dir=data_dir, shots=shots,
-      shot_seed=shot_seed))
+      shot_seed=shot_seed, list_file=list_file))
 
 
 def records_set(path_glob: str, classnames: str, **kw):
@@ -100,12 +106,16 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
       crop_scale=(0.4, 1.0), flip=True, multi_label=False, num_classes=0, batch_size=64,
       eval_batch_size=64, num_test_clips=1, num_test_crops=1, seed=0, num_threads=4,
       synthetic_dir="", synthetic_seed=0, synthetic_per_class={"train": 30, "test": 10},
-      synthetic_frames=16, synthetic_size=64))
+      synthetic_frames=16, synthetic_size=64,
+      test_resize=0,  # short side before the test crops; 0: image_size
+      color_jitter=0.0, grayscale=0.0))  # per-clip probabilities (train); 0: off
   c.evals = ml_collections.ConfigDict()
   c.optim = ml_collections.ConfigDict(dict(
       lr=8e-6, warmup_steps=500, end_lr_ratio=0.0, b1=0.9, b2=0.98, eps=1e-8,
-      weight_decay=0.001, visual_lr_mult=1.0, text_lr_mult=1.0, head_lr_mult=10.0, freeze=(),
-      clip_grad_norm=1.0, grad_accum_steps=1, label_smoothing=0.1, mixup_alpha=0.0))
+      weight_decay=0.001, visual_lr_mult=1.0, text_lr_mult=1.0, head_lr_mult=10.0,
+      head_lr=HEAD_LR, gate_lr=GATE_LR, freeze=(),
+      clip_grad_norm=1.0, grad_accum_steps=1, label_smoothing=0.1, mixup_alpha=0.0,
+      cutmix_alpha=0.0, mixup_switch_prob=0.5))  # both alphas > 0: CutMix w.p. switch_prob
   c.num_train_steps = 0
   c.num_epochs = 10.0
   c.train_size = 0  # records in the train set; 0: counted at start
@@ -114,6 +124,23 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1, fsdp_params=True))
+  return c
+
+
+def peer_recipe(c) -> ml_collections.ConfigDict:
+  """The peers' (X-CLIP, ViFi-CLIP) data and augmentation recipe on config c, in place
+  (the table in configs/README.md): one frame per segment, test short side 256/224 of the
+  crop then a centre crop, colour jitter 0.8, greyscale 0.2, label smoothing 0.1 with
+  mixup 0.8 / CutMix 1.0 (switch 0.5), "a photo of a {}.", bfloat16 compute."""
+  d = c.data
+  d.image_size = models.clip_config_of(c.model).image_size  # 224, or 336 for L/14-336
+  d.sampling = "segments"
+  d.test_resize = round(d.image_size * 256 / 224)
+  d.color_jitter, d.grayscale = 0.8, 0.2
+  o = c.optim
+  o.label_smoothing, o.mixup_alpha, o.cutmix_alpha, o.mixup_switch_prob = 0.1, 0.8, 1.0, 0.5
+  c.prompt_template = "a photo of a {}."
+  c.model.dtype = "bfloat16"  # params stay float32
   return c
 
 
@@ -174,6 +201,12 @@ def _check_dataset(name, d):
   if bad:
     raise ValueError(f"config field {name}.classes has indices {bad[:5]} outside the "
                      f"{len(names)} classes of {d.classnames}")
+  if d.get("list_file"):
+    if not os.path.isfile(d.list_file):
+      raise ValueError(f"config field {name}.list_file: {d.list_file} does not exist")
+    if d.shots:
+      raise ValueError(f"config field {name}.shots={d.shots} with {name}.list_file: the list "
+                       "already chooses the videos (set shots=0)")
 
 
 def check_config(config, mode: str = "train_and_eval", num_devices: int | None = None) -> None:
@@ -187,10 +220,13 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
   shape = sharding.mesh_shape(config.mesh, num_devices)
   batch_devices = shape[0] * shape[1]
   d = config.data
-  for field in ("batch_size", "eval_batch_size"):
-    if d[field] % batch_devices or d[field] % jax.process_count():
-      raise ValueError(f"config field data.{field}={d[field]} is not divisible by the "
-                       f"{batch_devices} data x fsdp devices and {jax.process_count()} processes")
+  # Evaluation pads its batch to fit (pipeline.padded_eval_batch); training cannot (the gradient would
+  # change), so batch_size must divide.
+  if d.batch_size % batch_devices or d.batch_size % jax.process_count():
+    raise ValueError(f"config field data.batch_size={d.batch_size} is not divisible by the "
+                     f"{batch_devices} data x fsdp devices and {jax.process_count()} processes")
+  if d.eval_batch_size < 1:
+    raise ValueError(f"config field data.eval_batch_size={d.eval_batch_size} must be >= 1")
   clip_cfg = models.clip_config_of(config.model)
   if d.image_size % clip_cfg.patch_size:
     raise ValueError(f"config field data.image_size={d.image_size} is not a multiple of the "
@@ -199,6 +235,18 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
                          ("train_aug", ("random_resized_crop", "scale_jitter", "none"))):
     if d[field] not in choices:
       raise ValueError(f"config field data.{field}={d[field]!r}: expected one of {choices}")
+  if d.test_resize and d.test_resize < d.image_size:
+    raise ValueError(f"config field data.test_resize={d.test_resize} is below data.image_size="
+                     f"{d.image_size} (0: resize the short side to image_size)")
+  o = config.optim
+  for field, value in (("data.color_jitter", d.color_jitter), ("data.grayscale", d.grayscale),
+                       ("optim.mixup_switch_prob", o.mixup_switch_prob),
+                       ("optim.label_smoothing", o.label_smoothing)):
+    if not 0.0 <= value <= 1.0:
+      raise ValueError(f"config field {field}={value}: expected a probability in [0, 1]")
+  for field in ("mixup_alpha", "cutmix_alpha"):
+    if o[field] < 0:
+      raise ValueError(f"config field optim.{field}={o[field]}: expected >= 0 (0: off)")
   if "{}" not in config.prompt_template:
     raise ValueError("config field prompt_template has no '{}' for the class name")
   if config.clip_checkpoint and not os.path.exists(config.clip_checkpoint):

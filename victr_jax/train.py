@@ -49,21 +49,65 @@ def _jsonl(path, record):
     f.write(json.dumps(record) + "\n")
 
 
-def loss_fn(logits, labels, multi_label: bool, smoothing: float):
-  """Softmax cross-entropy with label smoothing, or sigmoid BCE (multi-label)."""
+def soft_targets(labels, num_classes: int, multi_label: bool, smoothing: float = 0.0):
+  """(B,) int labels -> (B, C) one-hot smoothed to (1 - s) y + s / C; (B, C) multi-hot
+  (multi-label) pass through unsmoothed."""
   if multi_label:
-    return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
-  n = logits.shape[-1]
-  target = optax.smooth_labels(jax.nn.one_hot(labels, n), smoothing) if smoothing else (
-      jax.nn.one_hot(labels, n))
-  return optax.softmax_cross_entropy(logits, target).mean()
+    return labels.astype(jnp.float32)
+  y = jax.nn.one_hot(labels, num_classes)
+  return optax.smooth_labels(y, smoothing) if smoothing else y
 
 
-def mixup(frames, labels, rng, alpha: float, num_classes: int, multi_label: bool):
-  """Mixes each clip with the batch reversed; returns (frames, soft labels (B, C))."""
-  lam = jax.random.beta(rng, alpha, alpha)
-  y = labels if multi_label else jax.nn.one_hot(labels, num_classes)
-  return lam * frames + (1 - lam) * frames[::-1], lam * y + (1 - lam) * y[::-1]
+def loss_fn(logits, targets, multi_label: bool):
+  """Mean over the batch of softmax cross-entropy against soft targets (B, C), or of
+  sigmoid BCE (multi-label)."""
+  if multi_label:
+    return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+  return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def cutmix_box(lam, cx, cy, height: int, width: int):
+  """The CutMix box of side sqrt(1 - lam) x (H, W) centred at (cx, cy), clipped to the
+  frame. Returns (keep (H, W) float32: 0 inside the box, 1 outside; the kept area
+  fraction, the corrected lam)."""
+  cut = jnp.sqrt(1.0 - lam)
+  half_w = jnp.floor(width * cut).astype(jnp.int32) // 2
+  half_h = jnp.floor(height * cut).astype(jnp.int32) // 2
+  x1, x2 = jnp.clip(cx - half_w, 0, width), jnp.clip(cx + half_w, 0, width)
+  y1, y2 = jnp.clip(cy - half_h, 0, height), jnp.clip(cy + half_h, 0, height)
+  ys, xs = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
+  inside = (ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)
+  area = ((x2 - x1) * (y2 - y1)).astype(jnp.float32)
+  return 1.0 - inside.astype(jnp.float32), 1.0 - area / (height * width)
+
+
+def mix_batch(frames, targets, rng, mixup_alpha: float, cutmix_alpha: float = 0.0,
+              switch_prob: float = 0.5):
+  """Mixup or CutMix of each clip with the batch reversed (one choice and one lam per
+  batch; with both on, CutMix with probability switch_prob). frames (B, T, H, W, 3),
+  targets (B, C) soft -> the mixed (frames, targets); CutMix uses one box for all frames
+  and weighs the targets by the kept area."""
+  k_mix, k_cut, k_x, k_y, k_switch = jax.random.split(rng, 5)
+  h, w = frames.shape[-3:-1]
+  if mixup_alpha > 0:
+    lam_mix = jax.random.beta(k_mix, mixup_alpha, mixup_alpha)
+  if cutmix_alpha > 0:
+    keep, lam_cut = cutmix_box(jax.random.beta(k_cut, cutmix_alpha, cutmix_alpha),
+                               jax.random.randint(k_x, (), 0, w),
+                               jax.random.randint(k_y, (), 0, h), h, w)
+  if mixup_alpha > 0 and cutmix_alpha > 0:
+    use_cut = jax.random.uniform(k_switch) < switch_prob
+    weight = jnp.where(use_cut, keep, lam_mix)  # (H, W)
+    lam = jnp.where(use_cut, lam_cut, lam_mix)
+  elif cutmix_alpha > 0:
+    weight, lam = keep, lam_cut
+  elif mixup_alpha > 0:
+    weight, lam = jnp.full((h, w), lam_mix), lam_mix
+  else:
+    raise ValueError("mix_batch needs mixup_alpha > 0 or cutmix_alpha > 0")
+  weight = weight[:, :, None].astype(frames.dtype)  # (H, W, 1), broadcasts over B, T
+  frames = weight * frames + (1 - weight) * frames[::-1]
+  return frames, lam * targets + (1 - lam) * targets[::-1]
 
 
 def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
@@ -72,6 +116,13 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   # ---------------------------------------------------------------- setup and checks
   devices = jax.devices() if devices is None else devices
   check_config(config, mode, len(devices))  # names the field at fault; nothing compiled yet
+  cparams = None
+  if config.clip_checkpoint:  # a checkpoint that does not fit fails fast
+    try:
+      ccfg, cparams = clip.load_params(config.clip_checkpoint, act=config.clip_act or None)
+    except clip.CheckpointError as e:
+      raise ValueError(f"config field clip_checkpoint / clip_act: {e}") from e
+    models.check_clip_checkpoint(config.model, ccfg, config.clip_checkpoint, config.clip_act)
   os.makedirs(workdir, exist_ok=True)
   host = jax.process_index()
   if host == 0:  # what victr-classify and later evaluations rebuild the model from
@@ -108,11 +159,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   with mesh, nn.logical_axis_rules(rules):
     params = jax.jit(lambda k: nn.unbox(model.init(k, *dummy))["params"],
                      out_shardings=param_sh)(jax.random.key(config.seed))
-    if config.clip_checkpoint:
-      ccfg, cparams = clip.load_params(config.clip_checkpoint, act=config.clip_act or None)
-      if ccfg.replace(act=c.act) != c:
-        raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} is {ccfg}, "
-                         f"but model.clip={config.model.clip!r} is {c}")
+    if cparams is not None:
       params = dict(params, clip=jax.device_put(cparams, param_sh["clip"]))
     opt_sh = sharding.shardings_like_params(jax.eval_shape(tx.init, params), params, param_sh,
                                             mesh)
@@ -175,6 +222,16 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
 
   def evaluate(step):
     results = {}
+    # The compiled eval step needs a batch that splits over the data x fsdp devices and the
+    # processes: pad up to that (padding is masked, every video still counts once).
+    eval_dcfg = dcfg.copy_and_resolve_references()
+    eval_dcfg.eval_batch_size = pipeline.padded_eval_batch(
+        dcfg.eval_batch_size, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+    if eval_dcfg.eval_batch_size != dcfg.eval_batch_size and host == 0:
+      logging.log_first_n(logging.INFO, "data.eval_batch_size=%d padded to %d (%d data x fsdp "
+                          "devices, %d processes)", 1, dcfg.eval_batch_size,
+                          eval_dcfg.eval_batch_size, mesh.shape["data"] * mesh.shape["fsdp"],
+                          jax.process_count())
     for name, ecfg in config.evals.items():
       names = data.subset_names(ecfg)
       tokens = put(data.class_tokens(names, config.prompt_template))
@@ -182,7 +239,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
       stats = pipeline.Stats()
       acc = metrics.ClassificationAccumulator(len(names), multi_label=multi_label)
       t0 = time.time()
-      for batch in pipeline.eval_dataset(source, _with_classes(dcfg, len(names)), host,
+      for batch in pipeline.eval_dataset(source, _with_classes(eval_dcfg, len(names)), host,
                                          jax.process_count(), stats):
         frames = pipeline.to_global({"f": batch["frames"]}, batch_sh)["f"]
         with mesh, nn.logical_axis_rules(rules):
@@ -282,19 +339,18 @@ def make_train_step(model, tx, ocfg, num_classes: int, multi_label: bool):
   def train_step(state, batch, class_tokens, aux_tokens, aux_cats):
     rng, mix_rng = jax.random.split(jax.random.wrap_key_data(state["rng"]))
     frames, labels = batch["frames"], batch["label"]
-    if ocfg.mixup_alpha > 0:
-      frames, soft = mixup(frames, labels, mix_rng, ocfg.mixup_alpha, num_classes, multi_label)
+    # Smoothing first, then mixing: the peers' (and timm's) mixed smoothed targets.
+    targets = soft_targets(labels, num_classes, multi_label, ocfg.label_smoothing)
+    mixup_alpha, cutmix_alpha = ocfg.mixup_alpha, ocfg.get("cutmix_alpha", 0.0)
+    if mixup_alpha > 0 or cutmix_alpha > 0:
+      frames, targets = mix_batch(frames, targets, mix_rng, mixup_alpha, cutmix_alpha,
+                                  ocfg.get("mixup_switch_prob", 0.5))
 
     def loss_of(params):
       out = model.apply({"params": params}, frames, class_tokens, aux_tokens, aux_cats,
                         train=True)
       logits = out["logits"].astype(jnp.float32)
-      if ocfg.mixup_alpha > 0:
-        loss = (optax.sigmoid_binary_cross_entropy(logits, soft).mean() if multi_label
-                else optax.softmax_cross_entropy(logits, soft).mean())
-      else:
-        loss = loss_fn(logits, labels, multi_label, ocfg.label_smoothing)
-      return loss, logits
+      return loss_fn(logits, targets, multi_label), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
