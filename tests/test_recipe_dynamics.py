@@ -1,0 +1,40 @@
+"""benchmarks/recipe_dynamics.py's bookkeeping: the recipes' real step counts, the
+direction metric and the affinity table (no training here: that is the benchmark's job)."""
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+import recipe_dynamics as rd  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from data_pipelines import synthetic  # noqa: E402
+
+
+def test_real_steps_follow_the_recipes_sizes_batches_and_epochs():
+  # HMDB51 2-shot: 102 videos, batch 64, 50 epochs; UCF101 16-shot: 1,616 videos;
+  # zero-shot: ~240k Kinetics-400 videos, batch 256, 10 epochs.
+  assert rd.recipe_steps("few_shot_hmdb51_k2")[1] == 80
+  assert rd.recipe_steps("few_shot_ucf101_k16")[1] == 1263
+  assert rd.recipe_steps("zero_shot")[1] == 9375
+  assert rd.recipe_steps("base_to_novel_k400")[1] == 2500
+  rc, _ = rd.recipe_steps("few_shot_hmdb51_k2")
+  assert rc.optim.lr == 2e-6
+
+
+def test_direction_accuracy_counts_videos_on_the_axis():
+  nm = len(synthetic.MOTIONS)
+  grow, shrink, left = 4, 5, 0
+  labels = np.array([grow, grow, shrink, shrink, left, nm + grow])
+  preds = np.array([grow, shrink, shrink, left, left, grow])  # 4th: off the axis
+  # On the growing/shrinking axis and predicted on it: videos 0, 1, 2, 5 -> 3 of 4 right.
+  assert rd.direction_accuracy(labels, preds, rd.GROWING_SHRINKING) == 0.75
+
+
+def test_affinity_table_default_keeps_tokens_alike_at_both_sizes():
+  rows = {r["affinity"]: r for r in rd.affinity_table(frames=16)}
+  old = rows["softmax, CLIP scale (old)"]
+  new = rows["softmax, z-scored, T=1 (default)"]
+  assert old["J=501"] < 0.2 and abs(old["J=501 class weight"] - old["J=152 class weight"]) > 0.5
+  assert new["J=501"] > 0.5 and abs(new["J=501"] - new["J=152"]) < 0.05
+  assert abs(new["J=501 class weight"] - 1) < 0.05 and abs(new["J=152 class weight"] - 1) < 0.05
