@@ -31,6 +31,7 @@ import importlib
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
@@ -43,7 +44,7 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 from data_pipelines import pipeline, synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
-from victr_jax import data, demo, models, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax import config_lib, data, demo, models, optim, train  # noqa: E402  pylint: disable=g-import-not-at-top
 from victr_jax.models import head as H  # noqa: E402  pylint: disable=g-import-not-at-top
 
 K400_TRAIN = 240_000  # Kinetics-400 train videos as the peers hold them: "~240k" (X-CLIP,
@@ -168,25 +169,69 @@ def dict_with(cfg, **kw):
   return c
 
 
-def run_recipe(name, variant, args, data_dir, ckpt) -> dict:
+def run_recipe(name, variant, seed, args, data_dir, ckpt) -> dict:
   rc, real = recipe_steps(name)
   steps = min(real, args.max_steps)
   cfg = demo.demo_config(variant, "full", steps, data_dir, ckpt)
   cfg.optim = rc.optim.copy_and_resolve_references()
+  cfg.num_epochs = rc.num_epochs  # the warm-up is the recipe's share of its epochs
   cfg.data.batch_size = args.batch
+  cfg.seed = cfg.data.seed = seed
   cfg.log_every = max(steps // 4, 1)
   cfg.checkpoint_every = steps
   _set(cfg, args.set)
-  run_dir = os.path.join(args.workdir, f"{name}_{variant}")
-  import shutil  # pylint: disable=g-import-not-at-top
+  run_dir = os.path.join(args.workdir, "runs", f"{name}_{variant}_seed{seed}")
   shutil.rmtree(run_dir, ignore_errors=True)
   t0 = time.time()
   out = train.run(cfg, run_dir, mode="train")
   res = analyse(cfg, out["state"]["params"])
+  peaks = optim.peak_lrs(cfg.optim)
   res.update(steps=steps, real_steps=real, seconds=round(time.time() - t0, 1),
-             lr=cfg.optim.lr, head_lr=cfg.optim.head_lr, gate_lr=cfg.optim.gate_lr,
-             warmup=cfg.optim.warmup_steps)
+             lr=cfg.optim.lr, head_lr=peaks["head"], gate_lr=peaks["gates"],
+             warmup=config_lib.optim_config(cfg, steps).warmup_steps, seed=seed)
+  shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints are not needed afterwards
   return res
+
+
+SCALARS = ("top1", "direction_growing_shrinking", "head_share", "aux_changed", "gate_video",
+           "gate_text")
+
+
+def summarize(runs: list[dict]) -> dict:
+  """Mean and std over seeds of each figure (gamma elementwise)."""
+  out = {"seeds": len(runs), "mean": {}, "std": {}}
+  for k in SCALARS + ("gamma",):
+    v = np.asarray([r[k] for r in runs], np.float64)
+    out["mean"][k] = v.mean(0).tolist() if v.size else float("nan")
+    out["std"][k] = v.std(0).tolist() if v.size else float("nan")
+  return out
+
+
+def _pm(s, k, fmt="{:.2f}"):
+  if not s:
+    return "—"
+  m, d = s["mean"][k], s["std"][k]
+  return (fmt.format(m) + " ± " + fmt.format(d)) if s["seeds"] > 1 else fmt.format(m)
+
+
+def print_table(report):
+  print("\n| recipe | steps (real) | peak lr towers / head / gates | seeds | gate_video | "
+        "gate_text | gamma | head share | aux changes | top-1 VicTR / mean-pool | "
+        "grow-shrink direction VicTR / mean-pool |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  for name, rows in report["recipes"].items():
+    v, mp = rows.get("victr", {}), rows.get("mean_pool", {})
+    any_ = (v or mp)["runs"][0]
+    sv, smp = (summarize(x["runs"]) if x else None for x in (v, mp))
+    gamma = ("[" + ", ".join(f"{g:.2f}" for g in sv["mean"]["gamma"]) + "]") if sv else "—"
+    cut = f"{any_['steps']} ({any_['real_steps']})"
+    print(f"| {name} | {cut} | {any_['lr']:.0e} / {any_['head_lr']:.0e} / "
+          f"{any_['gate_lr']:.0e} | {sv['seeds'] if sv else 0} / {smp['seeds'] if smp else 0} | "
+          f"{_pm(sv, 'gate_video')} | {_pm(sv, 'gate_text')} | {gamma} | "
+          f"{_pm(sv, 'head_share')} | {_pm(sv, 'aux_changed', '{:.1%}')} | "
+          f"{_pm(sv, 'top1')} / {_pm(smp, 'top1')} | "
+          f"{_pm(sv, 'direction_growing_shrinking')} / "
+          f"{_pm(smp, 'direction_growing_shrinking')} |")
 
 
 def main(argv=None):
@@ -194,21 +239,35 @@ def main(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--recipes", default="all", help=f"comma-separated, of {list(RECIPES)}")
   p.add_argument("--variants", default="victr,mean_pool")
+  p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per recipe and variant")
   p.add_argument("--max_steps", type=int, default=2000)
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "recipe_dynamics"))
   p.add_argument("--clip", default=os.path.join(ROOT, "workdirs", "demo", "clip"))
   p.add_argument("--set", default="", help="config overrides, e.g. model.head.gate_norm_matched"
                  "=false,optim.gate_lr=0")
+  p.add_argument("--fresh", action="store_true",
+                 help="ignore runs already in WORKDIR/recipe_dynamics.json (default: keep "
+                      "them when their settings match, so a killed benchmark resumes)")
   p.add_argument("--skip_affinity", action="store_true")
   args = p.parse_args(argv)
   names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
+  unknown = set(names) - set(RECIPES)
+  if unknown:
+    p.error(f"--recipes: unknown {sorted(unknown)}; known {list(RECIPES)}")
   os.makedirs(args.workdir, exist_ok=True)
+  out_json = os.path.join(args.workdir, "recipe_dynamics.json")
   print(f"recipe dynamics on {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"CPU cuts: batch {args.batch}, at most {args.max_steps} steps (a complete "
         "schedule of that length)", flush=True)
 
+  same = ("max_steps", "batch", "set", "clip")
   report = {"args": vars(args), "affinity": [], "recipes": {}}
+  if not args.fresh and os.path.exists(out_json):
+    with open(out_json) as f:
+      old = json.load(f)
+    if all(old["args"].get(k) == getattr(args, k) for k in same):
+      report["recipes"] = old["recipes"]
   if not args.skip_affinity:
     report["affinity"] = affinity_table()
     print("\naffinity weights: effective number of tokens exp(H) / J (mean weight of a "
@@ -225,32 +284,26 @@ def main(argv=None):
     print(f"no pretrained demo CLIP at {args.clip}: pretraining one (1000 steps)", flush=True)
     demo.pretrain_clip(models.clip_config_of(cfg0.model), args.clip, 1000)
 
-  for name in names:
-    report["recipes"][name] = {}
-    for variant in args.variants.split(","):
-      _, real = recipe_steps(name)
-      print(f"\n== {name} ({RECIPES[name][3]}; {real} steps"
-            f"{f', cut to {args.max_steps}' if real > args.max_steps else ''}), {variant}",
-            flush=True)
-      report["recipes"][name][variant] = run_recipe(name, variant, args, data_dir, args.clip)
-      with open(os.path.join(args.workdir, "recipe_dynamics.json"), "w") as f:
-        json.dump(report, f, indent=2)
-
-  print("\n| recipe | steps (real) | lr tower / head / gates | gate_video | gate_text | gamma | "
-        "head share | aux changes | top-1 VicTR / mean-pool | grow-shrink dir. VicTR / "
-        "mean-pool |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
-  for name, rows in report["recipes"].items():
-    v, mp = rows.get("victr", {}), rows.get("mean_pool", {})
-    any_ = v or mp
-    g = ", ".join(f"{x:.2f}" for x in v.get("gamma", []))
-    print(f"| {name} | {any_['steps']} ({any_['real_steps']}) | {any_['lr']:.0e} / "
-          f"{any_['head_lr']:.0e} / {any_['gate_lr']:.0e} | {v.get('gate_video', np.nan):.3f} | "
-          f"{v.get('gate_text', np.nan):.3f} | {g} | {v.get('head_share', np.nan):.2f} | "
-          f"{v.get('aux_changed', np.nan):.1%} | {v.get('top1', np.nan):.2f} / "
-          f"{mp.get('top1', np.nan):.2f} | {v.get('direction_growing_shrinking', np.nan):.2f} / "
-          f"{mp.get('direction_growing_shrinking', np.nan):.2f} |")
-  print(f"\nwritten: {os.path.join(args.workdir, 'recipe_dynamics.json')}")
+  todo = [(n, v, s) for n in names for v in args.variants.split(",")
+          for s in range(args.seeds)]
+  t_start, done = time.time(), 0
+  for k, (name, variant, seed) in enumerate(todo):
+    runs = report["recipes"].setdefault(name, {}).setdefault(variant, {"runs": []})["runs"]
+    if any(r["seed"] == seed for r in runs):
+      continue
+    _, real = recipe_steps(name)
+    eta = (f", ETA {(time.time() - t_start) / done * (len(todo) - k):.0f}s" if done else "")
+    print(f"\n== [{k + 1}/{len(todo)}] {name} ({RECIPES[name][3]}; {real} steps"
+          f"{f', cut to {args.max_steps}' if real > args.max_steps else ''}), {variant}, "
+          f"seed {seed}{eta}", flush=True)
+    runs.append(run_recipe(name, variant, seed, args, data_dir, args.clip))
+    done += 1
+    with open(out_json, "w") as f:
+      json.dump(report, f, indent=2)
+  with open(out_json, "w") as f:
+    json.dump(report, f, indent=2)
+  print_table(report)
+  print(f"\nwritten: {out_json}")
 
 
 if __name__ == "__main__":

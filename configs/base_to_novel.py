@@ -36,7 +36,7 @@ def get_config(arg=None):
                                         list_file=a.base_list)
   c.evals.novel = config_lib.records_set(f"{a.root}/{test}", names, classes=novel,
                                          group="novel", list_file=a.novel_list)
-  c.optim.lr, c.optim.warmup_steps = 2e-6, 50
-  c.num_epochs = 50
+  c.optim.lr = 2e-6
+  c.num_epochs = 11  # ViFi-CLIP base-to-novel (configs/base2novel/*/16_32_vifi_clip_s*.yaml)
   c.seed = a.seed
   return config_lib.apply_variant(c, a.variant)

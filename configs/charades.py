@@ -23,7 +23,7 @@ def get_config(arg=None):
   names = f"{a.root}/charades/classes.txt"
   d.train = config_lib.records_set(f"{a.root}/charades/train.tfrecord-*", names)
   c.evals.charades_test = config_lib.records_set(f"{a.root}/charades/test.tfrecord-*", names)
-  c.optim.lr, c.optim.warmup_steps, c.optim.label_smoothing = 8e-6, 500, 0.0
+  c.optim.lr, c.optim.label_smoothing = 8e-6, 0.0
   c.optim.mixup_alpha = c.optim.cutmix_alpha = 0.0
   c.num_epochs = 50
   c.mesh.fsdp, c.mesh.data = -1, 1

@@ -41,7 +41,7 @@ def get_config(arg=None):
                                    list_file=a.train_list)
   c.evals[f"{a.dataset}_test"] = config_lib.records_set(f"{a.root}/{test}", names,
                                                         list_file=a.test_list)
-  c.optim.lr, c.optim.warmup_steps = 2e-6, 50
+  c.optim.lr = 2e-6
   c.num_epochs = 50
   c.seed = a.seed
   return config_lib.apply_variant(c, a.variant)

@@ -22,7 +22,7 @@ def get_config(arg=None):
   d.train = config_lib.records_set(f"{a.root}/kinetics400/train.tfrecord-*", "kinetics400")
   c.evals.k400_val = config_lib.records_set(f"{a.root}/kinetics400/val.tfrecord-*",
                                             "kinetics400")
-  c.optim.lr, c.optim.warmup_steps = 8e-6, 1000
+  c.optim.lr = 8e-6
   c.num_epochs = 30
   c.mesh.fsdp, c.mesh.data = -1, 1  # shard the towers FSDP-style on pods
   return config_lib.apply_variant(c, a.variant)

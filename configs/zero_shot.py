@@ -33,6 +33,6 @@ def get_config(arg=None):
   for i, classes in enumerate(draws):
     c.evals[f"k600_split{i + 1}"] = config_lib.records_set(
         f"{a.root}/kinetics600/val.tfrecord-*", "kinetics600", classes=classes, group="k600")
-  c.optim.lr, c.optim.warmup_steps = 8e-6, 500
+  c.optim.lr = 8e-6
   c.num_epochs = 10
   return config_lib.apply_variant(c, a.variant)

@@ -74,3 +74,20 @@ def test_gates_get_no_weight_decay_and_freeze_with_the_head():
   assert float(np.abs(updates["head"]["layers_0"]["kernel"]).max()) > 0  # matrices decay
   frozen = _step(_ocfg(head_lr=1e-3, gate_lr=1e-2, freeze=("head",)))
   assert float(frozen["head"]["gate_video"]) == 0.0 and float(frozen["gamma"]) == 0.0
+
+
+def test_warmup_in_epochs_is_the_recipes_share():
+  import importlib
+  import os
+  import sys
+  sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
+  few = importlib.import_module("configs.few_shot").get_config("dataset=hmdb51,shots=2")
+  # The peers: 5 of 50 epochs warm up (timm CosineLRScheduler, lr_min = lr / 100).
+  assert config_lib.optim_config(few, 80).warmup_steps == 8
+  assert config_lib.optim_config(few, 1263).warmup_steps == 126
+  assert few.optim.end_lr_ratio == 0.01
+  c = config_lib.base("tiny")  # warmup_epochs 0: warmup_steps as given
+  assert config_lib.optim_config(c, 1000).warmup_steps == c.optim.warmup_steps
+  c.optim.warmup_epochs, c.num_epochs = 1.0, 0.0
+  with pytest.raises(ValueError, match="warmup_epochs"):
+    config_lib.optim_config(c, 10)

@@ -111,7 +111,7 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
       color_jitter=0.0, grayscale=0.0))  # per-clip probabilities (train); 0: off
   c.evals = ml_collections.ConfigDict()
   c.optim = ml_collections.ConfigDict(dict(
-      lr=8e-6, warmup_steps=500, end_lr_ratio=0.0, b1=0.9, b2=0.98, eps=1e-8,
+      lr=8e-6, warmup_steps=500, warmup_epochs=0.0, end_lr_ratio=0.0, b1=0.9, b2=0.98, eps=1e-8,
       weight_decay=0.001, visual_lr_mult=1.0, text_lr_mult=1.0, head_lr_mult=10.0,
       head_lr=HEAD_LR, gate_lr=GATE_LR, freeze=(),
       clip_grad_norm=1.0, grad_accum_steps=1, label_smoothing=0.1, mixup_alpha=0.0,
@@ -131,17 +131,30 @@ def peer_recipe(c) -> ml_collections.ConfigDict:
   """The peers' (X-CLIP, ViFi-CLIP) data and augmentation recipe on config c, in place
   (the table in configs/README.md): one frame per segment, test short side 256/224 of the
   crop then a centre crop, colour jitter 0.8, greyscale 0.2, label smoothing 0.1 with
-  mixup 0.8 / CutMix 1.0 (switch 0.5), "a photo of a {}.", bfloat16 compute."""
+  mixup 0.8 / CutMix 1.0 (switch 0.5), 5 warm-up epochs and a cosine to lr / 100 (the
+  peers' timm CosineLRScheduler, lr_min = LR / 100), "a photo of a {}.", bfloat16 compute."""
   d = c.data
   d.image_size = models.clip_config_of(c.model).image_size  # 224, or 336 for L/14-336
   d.sampling = "segments"
   d.test_resize = round(d.image_size * 256 / 224)
   d.color_jitter, d.grayscale = 0.8, 0.2
   o = c.optim
+  o.warmup_epochs, o.end_lr_ratio = 5.0, 0.01  # 5 warm-up epochs, cosine to lr / 100
   o.label_smoothing, o.mixup_alpha, o.cutmix_alpha, o.mixup_switch_prob = 0.1, 0.8, 1.0, 0.5
   c.prompt_template = "a photo of a {}."
   c.model.dtype = "bfloat16"  # params stay float32
   return c
+
+
+def optim_config(config, num_steps: int) -> ml_collections.ConfigDict:
+  """config.optim with warmup_steps resolved: with optim.warmup_epochs > 0 the warm-up is
+  that share of num_epochs (the peers count it in epochs), else optim.warmup_steps."""
+  o = config.optim.copy_and_resolve_references()
+  if o.get("warmup_epochs", 0.0) > 0:
+    if config.num_epochs <= 0:
+      raise ValueError("config field optim.warmup_epochs needs num_epochs > 0")
+    o.warmup_steps = int(round(num_steps * o.warmup_epochs / config.num_epochs))
+  return o
 
 
 def total_steps(config, train_records: int | None = None) -> int:

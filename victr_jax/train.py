@@ -25,7 +25,7 @@ from clu import metric_writers
 from jax.experimental import multihost_utils
 
 from data_pipelines import pipeline
-from victr_jax import clip, data, metrics, models, optim, sharding
+from victr_jax import clip, config_lib, data, metrics, models, optim, sharding
 from victr_jax.config_lib import check_config, total_steps
 
 
@@ -153,7 +153,8 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
            None if aux_cats is None else jnp.asarray(aux_cats))
   boxed = jax.eval_shape(model.init, jax.random.key(0), *dummy)
   param_sh = sharding.param_shardings(boxed, mesh, rules)["params"]
-  tx = optim.make(config.optim, boxed["params"], num_steps)
+  ocfg = config_lib.optim_config(config, num_steps)  # warm-up resolved
+  tx = optim.make(ocfg, boxed["params"], num_steps)
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
   with mesh, nn.logical_axis_rules(rules):
@@ -278,7 +279,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
 
   # ---------------------------------------------------------------- loop
   terminate = _Terminate()
-  lr_at = optim.schedule(config.optim, num_steps)
+  lr_at = optim.schedule(ocfg, num_steps)
   compiled_flops = None
   if mode in ("train", "train_and_eval") and start < num_steps:
     if host == 0:
