@@ -7,7 +7,8 @@ For each transfer recipe of configs/ (zero-shot, few-shot K=2 and K=16 on HMDB51
 UCF101, base-to-novel, Kinetics-400) this takes the recipe's optimiser settings (learning
 rates of every group, warm-up, weight decay, label smoothing, mixup) and its real number of
 steps at the real data-set sizes (RECIPES below, with their sources), and trains VicTR and
-mean-pool fine-tuning with it on synthetic_actions from the main job's pretrained demo CLIP
+mean-pool fine-tuning with it on synthetic_actions (the main job's 64 train videos per
+class, and --test_per_class test videos) from the main job's pretrained demo CLIP
 (`python -m victr_jax.demo` writes it; this script pretrains one when it is missing). CPU
 cuts, printed with the results: a recipe longer than --max_steps runs a complete schedule
 of --max_steps steps, and every recipe runs batch --batch (the recipes' 64 or 256 do not
@@ -169,10 +170,17 @@ def dict_with(cfg, **kw):
   return c
 
 
+def bench_config(variant, steps, data_dir, ckpt, test_per_class):
+  """The demo config on this benchmark's own synthetic_actions (more test videos)."""
+  cfg = demo.demo_config(variant, "full", steps, data_dir, ckpt)
+  cfg.data.synthetic_per_class = dict(cfg.data.synthetic_per_class, test=test_per_class)
+  return cfg
+
+
 def run_recipe(name, variant, seed, args, data_dir, ckpt) -> dict:
   rc, real = recipe_steps(name)
   steps = min(real, args.max_steps)
-  cfg = demo.demo_config(variant, "full", steps, data_dir, ckpt)
+  cfg = bench_config(variant, steps, data_dir, ckpt, args.test_per_class)
   cfg.optim = rc.optim.copy_and_resolve_references()
   cfg.num_epochs = rc.num_epochs  # the warm-up is the recipe's share of its epochs
   cfg.data.batch_size = args.batch
@@ -242,6 +250,8 @@ def main(argv=None):
   p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per recipe and variant")
   p.add_argument("--max_steps", type=int, default=2000)
   p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--test_per_class", type=int, default=32,
+                 help="synthetic test videos per class (32: one video is 0.17 points)")
   p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "recipe_dynamics"))
   p.add_argument("--clip", default=os.path.join(ROOT, "workdirs", "demo", "clip"))
   p.add_argument("--set", default="", help="config overrides, e.g. model.head.gate_norm_matched"
@@ -261,7 +271,7 @@ def main(argv=None):
         f"CPU cuts: batch {args.batch}, at most {args.max_steps} steps (a complete "
         "schedule of that length)", flush=True)
 
-  same = ("max_steps", "batch", "set", "clip")
+  same = ("max_steps", "batch", "set", "clip", "test_per_class")
   report = {"args": vars(args), "affinity": [], "recipes": {}}
   if not args.fresh and os.path.exists(out_json):
     with open(out_json) as f:
@@ -276,8 +286,8 @@ def main(argv=None):
       print(f"  {r['affinity']:<34} J=501 {r['J=501']:.3f} ({r['J=501 class weight']:.2f})"
             f"   J=152 {r['J=152']:.3f} ({r['J=152 class weight']:.2f})")
 
-  data_dir = os.path.join(os.path.dirname(args.clip), "data")
-  cfg0 = demo.demo_config("victr", "full", 1, data_dir, "")
+  data_dir = os.path.join(args.workdir, "data")
+  cfg0 = bench_config("victr", 1, data_dir, "", args.test_per_class)
   data.ensure_synthetic(cfg0.data, dict(cfg0.data.synthetic_per_class),
                         cfg0.data.synthetic_frames, cfg0.data.synthetic_size)
   if not os.path.exists(os.path.join(args.clip, "clip_config.json")):
