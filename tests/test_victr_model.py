@@ -154,6 +154,7 @@ SWITCHES = {
     "video_embedding": ["victr", "clip"], "text_embedding": ["victr", "clip"],
     "gated_residual": [True, False], "affinity_standardize": [True, False],
     "gate_norm_matched": [True, False], "aux_logit_scale": [True, False],
+    "temporal_relative": [True, False],
 }
 
 
@@ -181,7 +182,8 @@ def test_switch_combinations_all_pairs(head, rng):
 
 
 PAPER_SWITCHES = {k: v for k, v in SWITCHES.items()  # the link and scale switches: pairwise
-                  if k not in ("affinity_standardize", "gate_norm_matched", "aux_logit_scale")}
+                  if k not in ("affinity_standardize", "gate_norm_matched", "aux_logit_scale",
+                               "temporal_relative")}
 
 
 @pytest.mark.slow

@@ -124,7 +124,7 @@ def test_whole_head_against_numpy(new, rng):
   n = 3
   f, e = rng.standard_normal((B, T, D)), rng.standard_normal((J, D))
   opts = dict(affinity_standardize=new, affinity_temperature=0.7 if new else 0.0,
-              gate_norm_matched=new)
+              gate_norm_matched=new, temporal_relative=new)
   module = H.VicTRHead(num_classes_text=n, num_layers=2, num_heads=HEADS, num_frames=T, **opts)
   params = nn.unbox(module.init(jax.random.key(0), *_f32(f, e), SCALE)["params"])
   params = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(v.size), v.shape),
@@ -133,7 +133,8 @@ def test_whole_head_against_numpy(new, rng):
   p64 = jax.tree.map(lambda v: np.asarray(v, np.float64), params)
   video, action, aux, affs = ref.head(p64, f, e, n, SCALE, HEADS, "softmax",
                                       opts["affinity_standardize"],
-                                      opts["affinity_temperature"], opts["gate_norm_matched"])
+                                      opts["affinity_temperature"], opts["gate_norm_matched"],
+                                      opts["temporal_relative"])
   assert abs(float(p64["gate_video"])) > 0.01 and abs(float(p64["gate_text"])) > 0.01
   np.testing.assert_allclose(out["video"], video, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(out["action_text"], action, rtol=1e-4, atol=1e-4)

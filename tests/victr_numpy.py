@@ -150,7 +150,7 @@ def gated_link(clip, head_out, gate, norm_matched):
 
 
 def head(p, f, e, n, scale, heads, fn="softmax", standardize=False, temperature=0.0,
-         norm_matched=False):
+         norm_matched=False, temporal_relative=False):
   """The whole head (1+ layers, divided attention, gated residual, width D)."""
   scale = scale if temperature <= 0 else 1.0 / temperature
   groups = (n, e.shape[0] - n)
@@ -158,7 +158,8 @@ def head(p, f, e, n, scale, heads, fn="softmax", standardize=False, temperature=
   x = token_boost(f, e, a0)
   x = x + np.concatenate([p["modality_embedding"][:1],
                           np.repeat(p["modality_embedding"][1:], e.shape[0], 0)])[None, None]
-  x = x + p["temporal_embedding"][None, :, None]
+  rms = np.sqrt((f ** 2).mean(axis=(1, 2))) if temporal_relative else np.ones(f.shape[0])
+  x = x + p["temporal_embedding"][None, :, None] * rms[:, None, None, None]
   affs = [a0]
   i = 0
   while f"layers_{i}" in p:

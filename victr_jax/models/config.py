@@ -61,6 +61,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       gate_norm_matched=True,      # the gate scales a head output of CLIP's length
       aux_logit_scale=True,        # auxiliary term on the CLIP logit scale (False: unscaled)
       temporal_init_std=0.02,      # init std of the temporal position embedding
+      temporal_relative=False,     # ... in units of each video's frame-embedding RMS
       num_aux_categories=3,        # k
       num_classes=0,               # only for classifier='visual' (closed set)
   ))

@@ -185,6 +185,13 @@ class VicTRLayer(nn.Module):
     return x + h.reshape(b, t, n, w), a
 
 
+def frames_rms(frames: jax.Array) -> jax.Array:
+  """Root mean square of each video's frame embeddings, a constant for the gradient:
+  frames (B, T, D) -> (B,)."""
+  f = jax.lax.stop_gradient(frames.astype(jnp.float32))
+  return jnp.sqrt(jnp.mean(jnp.square(f), axis=(1, 2)))
+
+
 def temporal_pool(x: jax.Array) -> jax.Array:
   """Mean over time: (B, T, ...) -> (B, ...)."""
   return x.mean(axis=1)
@@ -253,6 +260,7 @@ class VicTRHead(nn.Module):
   gated_residual: bool = True
   gate_norm_matched: bool = False  # gated_link(norm_matched=...)
   temporal_init_std: float = 0.02  # larger makes time visible to attention from the start
+  temporal_relative: bool = False  # temporal embedding in units of the frames' RMS
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -278,7 +286,10 @@ class VicTRHead(nn.Module):
     if t != self.num_frames:
       time = jax.image.resize(time, (t, w), method="linear")
     kind = jnp.concatenate([modality[:1], jnp.broadcast_to(modality[1:], (x.shape[2] - 1, w))])
-    x = x + kind[None, None].astype(self.dtype) + time[None, :, None].astype(self.dtype)
+    time = time[None, :, None]  # (1, T, 1, W)
+    if self.temporal_relative:  # scaled to each video's frame embeddings: one std for any CLIP
+      time = time * frames_rms(frames)[:, None, None, None]
+    x = x + kind[None, None].astype(self.dtype) + time.astype(self.dtype)
 
     affinities = [a0]
     for i in range(self.num_layers):

@@ -20,7 +20,8 @@ from victr_jax.models import head as H
 
 # Head fields added after work directories were first written, with the value that
 # reproduces what such a directory's model computed (read when its config lacks them).
-LEGACY_HEAD = {"temporal_init_std": 0.02, "affinity_standardize": False,
+LEGACY_HEAD = {"temporal_init_std": 0.02, "temporal_relative": False,
+               "affinity_standardize": False,
                "affinity_temperature": 0.0, "gate_norm_matched": False,
                "aux_logit_scale": False}
 
@@ -72,7 +73,8 @@ class VicTR(nn.Module):
         affinity_standardize=new["affinity_standardize"],
         affinity_temperature=new["affinity_temperature"],
         gated_residual=hc.gated_residual, gate_norm_matched=new["gate_norm_matched"],
-        temporal_init_std=new["temporal_init_std"], dtype=dtype, name="head")(f, e, scale)
+        temporal_init_std=new["temporal_init_std"], temporal_relative=new["temporal_relative"],
+        dtype=dtype, name="head")(f, e, scale)
 
     zv = out["video"] if hc.video_embedding == "victr" else H.temporal_pool(f)
     if hc.text_embedding == "victr":
