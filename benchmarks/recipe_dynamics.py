@@ -72,8 +72,9 @@ AFFINITY_COS = {"class": (0.25, 0.025), "aux": (0.20, 0.03)}
 AFFINITY_FUNCTIONS = (  # (name, fn, standardize, temperature; 0 = CLIP scale 100)
     ("softmax, CLIP scale (old)", "softmax", False, 0.0),
     ("sigmoid, CLIP scale (old)", "sigmoid", False, 0.0),
-    ("softmax, z-scored, T=0.5", "softmax", True, 0.5),
-    ("softmax, z-scored, T=1 (default)", "softmax", True, 1.0),
+    ("softmax, z-scored, T=0.25", "softmax", True, 0.25),
+    ("softmax, z-scored, T=0.5 (default)", "softmax", True, 0.5),
+    ("softmax, z-scored, T=1", "softmax", True, 1.0),
     ("softmax, z-scored, T=2", "softmax", True, 2.0),
     ("sigmoid, z-scored, T=1", "sigmoid", True, 1.0),
 )

@@ -34,7 +34,7 @@ def test_direction_accuracy_counts_videos_on_the_axis():
 def test_affinity_table_default_keeps_tokens_alike_at_both_sizes():
   rows = {r["affinity"]: r for r in rd.affinity_table(frames=16)}
   old = rows["softmax, CLIP scale (old)"]
-  new = rows["softmax, z-scored, T=1 (default)"]
-  assert old["J=501"] < 0.2 and abs(old["J=501 class weight"] - old["J=152 class weight"]) > 0.5
-  assert new["J=501"] > 0.5 and abs(new["J=501"] - new["J=152"]) < 0.05
-  assert abs(new["J=501 class weight"] - 1) < 0.05 and abs(new["J=152 class weight"] - 1) < 0.05
+  new = rows["softmax, z-scored, T=0.5 (default)"]
+  assert old["J=501"] < 0.1 and abs(old["J=501 class weight"] - old["J=152 class weight"]) > 0.5
+  assert new["J=501"] > 0.1 and abs(new["J=501"] - new["J=152"]) < 0.06
+  assert abs(new["J=501 class weight"] - 1) < 0.1 and abs(new["J=152 class weight"] - 1) < 0.1

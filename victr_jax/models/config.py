@@ -52,7 +52,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       affinity_reweighting=True,
       affinity_fn="softmax",       # g: 'softmax' | 'sigmoid' | 'none'
       affinity_standardize=True,   # g on z-scored cosines, class and auxiliary prompts apart
-      affinity_temperature=1.0,    # g's temperature; 0: the CLIP logit scale (raw cosines)
+      affinity_temperature=0.5,    # g's temperature; 0: the CLIP logit scale (raw cosines)
       classifier="affinity",       # 'affinity' | 'text' | 'visual'
       aux_text=True,
       video_embedding="victr",     # 'victr' | 'clip' (frame mean), paper Table 1
@@ -60,8 +60,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       gated_residual=True,         # zero-initialised gate to the CLIP embeddings
       gate_norm_matched=True,      # the gate scales a head output of CLIP's length
       aux_logit_scale=True,        # auxiliary term on the CLIP logit scale (False: unscaled)
-      temporal_init_std=0.02,      # init std of the temporal position embedding
-      temporal_relative=False,     # ... in units of each video's frame-embedding RMS
+      temporal_init_std=3.0,       # init std of the temporal position embedding, in units of
+      temporal_relative=True,      # each video's frame-embedding RMS (False: absolute)
       num_aux_categories=3,        # k
       num_classes=0,               # only for classifier='visual' (closed set)
   ))
