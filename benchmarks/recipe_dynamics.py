@@ -178,7 +178,8 @@ def bench_config(variant, steps, data_dir, ckpt, test_per_class):
   return cfg
 
 
-def run_recipe(name, variant, seed, args, data_dir, ckpt) -> dict:
+def recipe_config(name, variant, seed, args, data_dir, ckpt):
+  """(config, steps run, real steps) of one run."""
   rc, real = recipe_steps(name)
   steps = min(real, args.max_steps)
   cfg = bench_config(variant, steps, data_dir, ckpt, args.test_per_class)
@@ -189,6 +190,20 @@ def run_recipe(name, variant, seed, args, data_dir, ckpt) -> dict:
   cfg.log_every = max(steps // 4, 1)
   cfg.checkpoint_every = steps
   _set(cfg, args.set)
+  return cfg, steps, real
+
+
+def config_key(cfg) -> str:
+  """What makes two runs the same: the resolved model, optimiser and data settings."""
+  return json.dumps({"model": cfg.model.to_dict(), "optim": cfg.optim.to_dict(),
+                     "seed": cfg.seed, "steps": cfg.num_train_steps,
+                     "epochs": cfg.num_epochs, "batch": cfg.data.batch_size,
+                     "per_class": dict(cfg.data.synthetic_per_class)}, sort_keys=True,
+                    default=str)
+
+
+def run_recipe(name, variant, seed, args, data_dir, ckpt) -> dict:
+  cfg, steps, real = recipe_config(name, variant, seed, args, data_dir, ckpt)
   run_dir = os.path.join(args.workdir, "runs", f"{name}_{variant}_seed{seed}")
   shutil.rmtree(run_dir, ignore_errors=True)
   t0 = time.time()
@@ -197,7 +212,8 @@ def run_recipe(name, variant, seed, args, data_dir, ckpt) -> dict:
   peaks = optim.peak_lrs(cfg.optim)
   res.update(steps=steps, real_steps=real, seconds=round(time.time() - t0, 1),
              lr=cfg.optim.lr, head_lr=peaks["head"], gate_lr=peaks["gates"],
-             warmup=config_lib.optim_config(cfg, steps).warmup_steps, seed=seed)
+             warmup=config_lib.optim_config(cfg, steps).warmup_steps, seed=seed,
+             config_key=config_key(cfg))
   shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints are not needed afterwards
   return res
 
@@ -259,7 +275,8 @@ def main(argv=None):
                  "=false,optim.gate_lr=0")
   p.add_argument("--fresh", action="store_true",
                  help="ignore runs already in WORKDIR/recipe_dynamics.json (default: keep "
-                      "them when their settings match, so a killed benchmark resumes)")
+                      "those made under the same resolved settings, so a killed benchmark "
+                      "resumes)")
   p.add_argument("--skip_affinity", action="store_true")
   args = p.parse_args(argv)
   names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
@@ -300,8 +317,10 @@ def main(argv=None):
   t_start, done = time.time(), 0
   for k, (name, variant, seed) in enumerate(todo):
     runs = report["recipes"].setdefault(name, {}).setdefault(variant, {"runs": []})["runs"]
-    if any(r["seed"] == seed for r in runs):
-      continue
+    key = config_key(recipe_config(name, variant, seed, args, data_dir, args.clip)[0])
+    if any(r["seed"] == seed and r.get("config_key") == key for r in runs):
+      continue  # the same run under the same settings: kept
+    runs[:] = [r for r in runs if r["seed"] != seed]  # made under other settings: redone
     _, real = recipe_steps(name)
     eta = (f", ETA {(time.time() - t_start) / done * (len(todo) - k):.0f}s" if done else "")
     print(f"\n== [{k + 1}/{len(todo)}] {name} ({RECIPES[name][3]}; {real} steps"

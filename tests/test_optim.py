@@ -74,6 +74,8 @@ def test_gates_get_no_weight_decay_and_freeze_with_the_head():
   assert float(np.abs(updates["head"]["layers_0"]["kernel"]).max()) > 0  # matrices decay
   frozen = _step(_ocfg(head_lr=1e-3, gate_lr=1e-2, freeze=("head",)))
   assert float(frozen["head"]["gate_video"]) == 0.0 and float(frozen["gamma"]) == 0.0
+  zero = _step(_ocfg(head_lr=0.0, head_lr_mult=0.0, gate_lr=1e-2))  # head off: gates off
+  assert float(zero["head"]["gate_video"]) == 0.0 and float(zero["gamma"].max()) == 0.0
 
 
 def test_warmup_in_epochs_is_the_recipes_share():

@@ -346,6 +346,22 @@ def test_list_file_errors_name_the_file_line_and_video(tmp_path):
     config_lib.check_config(c, "train", 8)
 
 
+def test_list_file_matching_rules(tmp_path, capsys):
+  from victr_jax import data
+  same = tmp_path / "same.txt"
+  same.write_text("a/x.avi 0\ny.mp4 1\n")
+  assert data.listed_records(str(same), ["a/x", "y", "b/z"], [[0], [1], [1]]) == [0, 1]
+  assert "differently" not in capsys.readouterr().out  # the labels are the records'
+  relabelled = tmp_path / "relabelled.txt"
+  relabelled.write_text("a/x.avi 5\ny.mp4 6\n")
+  assert data.listed_records(str(relabelled), ["a/x", "y", "b/z"], [[0], [1], [1]]) == [0, 1]
+  assert "differently" in capsys.readouterr().out
+  ambiguous = tmp_path / "ambiguous.txt"  # by file name alone, two records
+  ambiguous.write_text("x.avi 0\n")
+  with pytest.raises(ValueError, match=r"ambiguous\.txt:1: video 'x\.avi' matches 2 records"):
+    data.listed_records(str(ambiguous), ["a/x", "b/x"], [[0], [0]])
+
+
 def test_few_shot_and_base_to_novel_configs_take_list_arguments(tmp_path):
   from configs import base_to_novel, few_shot
   c = few_shot.get_config("train_list=/l/train.txt,test_list=/l/test.txt")

@@ -48,11 +48,12 @@ def test_initial_affinity_standardized_by_group(fn, data):
   got = H.initial_affinity(*_f32(f, e), fn, 2.0, True, (2, 3))
   np.testing.assert_allclose(got, ref.initial_affinity(f, e, fn, 2.0, True, (2, 3)),
                              rtol=1e-4, atol=1e-5)
-  cos = np.random.default_rng(1).normal(0.2, 0.03, (4, 7))
-  moved = np.concatenate([3 * cos[:, :4] + 0.1, 0.5 * cos[:, 4:] - 0.2], -1)
+  cos = np.random.default_rng(1).normal(0.2, 0.1, (4, 7))
+  moved = np.concatenate([3 * cos[:, :4] + 0.1, 2 * cos[:, 4:] - 0.2], -1)
   a = H.affinity_weights(jnp.asarray(cos, jnp.float32), fn, 1.0, True, (4, 3))
   b = H.affinity_weights(jnp.asarray(moved, jnp.float32), fn, 1.0, True, (4, 3))
-  np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # Equal up to eps (1e-3 in cosine units), small beside these spreads of a few hundredths.
+  np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-3)
 
 
 def test_effective_tokens():

@@ -14,7 +14,7 @@ def zscore(cos, groups):
     for idx in np.ndindex(cos.shape[:-1]):
       g = cos[idx][start:start + size]
       if size:
-        out[idx][start:start + size] = (g - g.mean()) / np.sqrt(g.var() + 1e-12)
+        out[idx][start:start + size] = (g - g.mean()) / np.sqrt(g.var() + 1e-6)
     start += size
   return out
 

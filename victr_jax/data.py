@@ -107,7 +107,13 @@ def listed_records(list_file: str, ids, labels, classes=None) -> list[int]:
   to_rec, to_list = {}, {}  # list labels -> (record labels, line, video), and back
   for number, video, want in read_video_list(list_file):
     key = video_key(video)
-    found = by_key.get(key) or by_name.get(key.rsplit("/", 1)[-1], [])
+    found = by_key.get(key)
+    if not found:  # by file name alone: must name one record
+      found = by_name.get(key.rsplit("/", 1)[-1], [])
+      if len(found) > 1:
+        raise ValueError(f"{list_file}:{number}: video {video!r} matches {len(found)} records "
+                         f"by file name ({', '.join(repr(ids[i]) for i in found[:3])}); list "
+                         "it with its directory")
     if not found:
       missing.append(f"line {number} {video!r}")
       continue
@@ -132,8 +138,8 @@ def listed_records(list_file: str, ids, labels, classes=None) -> list[int]:
                      f"{len(ids)} records of the data set: {', '.join(missing[:5])}"
                      + (" ..." if len(missing) > 5 else ""))
   pos = {int(c): i for i, c in enumerate(classes or ())}
-  if to_rec and not (all(w == g for w, g in to_rec.items()) or all(
-      w == tuple(sorted(pos.get(l, -1) for l in g)) for w, g in to_rec.items())):
+  if to_rec and not (all(w == g[0] for w, g in to_rec.items()) or all(
+      w == tuple(sorted(pos.get(l, -1) for l in g[0])) for w, g in to_rec.items())):
     print(f"{list_file}: its labels number the classes differently from the records "
           "(consistently); the records' labels are used", flush=True)
   return sorted(keep)

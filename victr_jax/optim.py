@@ -31,8 +31,9 @@ def group_of(path: tuple[str, ...]) -> str:
 def peak_lrs(cfg) -> dict:
   """Each group's peak learning rate (see module doc)."""
   head = cfg.get("head_lr", 0.0) or cfg.lr * cfg.head_lr_mult
+  gates = (cfg.get("gate_lr", 0.0) or head) if head else 0.0  # a frozen head keeps its gates
   return {"visual": cfg.lr * cfg.visual_lr_mult, "text": cfg.lr * cfg.text_lr_mult,
-          "head": head, "gates": cfg.get("gate_lr", 0.0) or head}
+          "head": head, "gates": gates}
 
 
 def schedule(cfg, total_steps: int, peak=None):

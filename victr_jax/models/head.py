@@ -54,9 +54,11 @@ def affinity_weights(cos: jax.Array, fn: str, scale, standardize: bool = False,
   raise ValueError(f"affinity_fn={fn!r}: expected one of {AFFINITY_FNS}")
 
 
-def standardize_groups(x: jax.Array, groups: tuple[int, ...], eps: float = 1e-6) -> jax.Array:
+def standardize_groups(x: jax.Array, groups: tuple[int, ...], eps: float = 1e-3) -> jax.Array:
   """z-scores of x (..., J) over its last axis, within each consecutive group of columns
-  (sizes `groups`, summing to J; empty groups allowed). A group of one column gives 0."""
+  (sizes `groups`, summing to J; empty groups allowed). A group of one column gives 0.
+  eps (in cosine units, far below CLIP's spreads of a few hundredths) bounds the gain for
+  groups of near-identical prompts."""
   out, start = [], 0
   for size in groups:
     g = x[..., start:start + size]
