@@ -108,13 +108,7 @@ def recipe_steps(name):
 
 def _set(cfg, overrides: str):
   for kv in filter(None, overrides.split(",")):
-    path, value = kv.split("=", 1)
-    *parents, leaf = path.split(".")
-    node = cfg
-    for p in parents:
-      node = node[p]
-    node[leaf] = type(node[leaf])(value) if not isinstance(node[leaf], bool) else (
-        value.lower() in ("1", "true", "yes"))
+    config_lib.set_field(cfg, *kv.split("=", 1), from_text=True)
 
 
 def direction_accuracy(labels, preds, axis) -> float:
@@ -202,8 +196,8 @@ def config_key(cfg) -> str:
                     default=str)
 
 
-def run_recipe(name, variant, seed, args, data_dir, ckpt) -> dict:
-  cfg, steps, real = recipe_config(name, variant, seed, args, data_dir, ckpt)
+def run_recipe(name, variant, seed, cfg, steps, real, args) -> dict:
+  """Trains one recipe_config(...) run and analyses it."""
   run_dir = os.path.join(args.workdir, "runs", f"{name}_{variant}_seed{seed}")
   shutil.rmtree(run_dir, ignore_errors=True)
   t0 = time.time()
@@ -317,16 +311,16 @@ def main(argv=None):
   t_start, done = time.time(), 0
   for k, (name, variant, seed) in enumerate(todo):
     runs = report["recipes"].setdefault(name, {}).setdefault(variant, {"runs": []})["runs"]
-    key = config_key(recipe_config(name, variant, seed, args, data_dir, args.clip)[0])
+    cfg, steps, real = recipe_config(name, variant, seed, args, data_dir, args.clip)
+    key = config_key(cfg)
     if any(r["seed"] == seed and r.get("config_key") == key for r in runs):
       continue  # the same run under the same settings: kept
     runs[:] = [r for r in runs if r["seed"] != seed]  # made under other settings: redone
-    _, real = recipe_steps(name)
     eta = (f", ETA {(time.time() - t_start) / done * (len(todo) - k):.0f}s" if done else "")
     print(f"\n== [{k + 1}/{len(todo)}] {name} ({RECIPES[name][3]}; {real} steps"
           f"{f', cut to {args.max_steps}' if real > args.max_steps else ''}), {variant}, "
           f"seed {seed}{eta}", flush=True)
-    runs.append(run_recipe(name, variant, seed, args, data_dir, args.clip))
+    runs.append(run_recipe(name, variant, seed, cfg, steps, real, args))
     done += 1
     with open(out_json, "w") as f:
       json.dump(report, f, indent=2)

@@ -37,9 +37,23 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     k, v = (s.strip() for s in kv.split("=", 1))
     if k not in defaults:
       raise ValueError(f"config argument {k!r} unknown; known: {sorted(defaults)}")
-    typ = type(defaults[k])
-    out[k] = (v.lower() in ("1", "true", "yes")) if typ is bool else typ(v)
+    out[k] = typed(v, defaults[k])
   return out
+
+
+def typed(text: str, like):
+  """A command-line value as the type of `like` (bools: 1 / true / yes)."""
+  return text.lower() in ("1", "true", "yes") if isinstance(like, bool) else type(like)(text)
+
+
+def set_field(c, path: str, value, from_text: bool = False):
+  """Sets dotted field `path` of config c ('model.head.attention'); from_text: `value` is
+  text, converted to the field's type."""
+  *parents, leaf = path.split(".")
+  node = c
+  for p in parents:
+    node = node[p]
+  node[leaf] = typed(value, node[leaf]) if from_text else value
 
 
 def dataset(source="records", pattern="", classnames="", classes=(), group="", split="",
@@ -77,11 +91,7 @@ def apply_variant(c, variant: str):
   if variant not in VARIANTS:
     raise ValueError(f"config argument variant={variant!r}: known {sorted(VARIANTS)}")
   for path, value in VARIANTS[variant].items():
-    *parents, leaf = path.split(".")
-    node = c
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+    set_field(c, path, value)
   if variant == "classifier_visual":
     c.model.head.num_classes = len(_names_of(c.data.train))
   return c

@@ -157,12 +157,12 @@ class SubsetSource:
     if shots and list_file:
       raise ValueError(f"shots={shots} and list_file={list_file!r}: the list is the shots")
     self.source = source
-    labels, ids, all_labels = [], [], []
+    ids, all_labels = [], []
     for i in range(len(source)):
       rec = records.as_record(source[i])
-      labels.append(rec.labels[0] if rec.labels else -1)
       all_labels.append(list(rec.labels))
       ids.append(rec.video_id or source.where(i))
+    labels = [l[0] if l else -1 for l in all_labels]  # the first label decides the class
     keep = list(classes) if classes else sorted({l for l in labels if l >= 0})
     self.remap = {int(c): i for i, c in enumerate(keep)} if classes else None
     index = [i for i, l in enumerate(labels) if l in set(keep)]

@@ -221,18 +221,18 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
 
   train_text = (put(train_tokens), put(aux_tokens), put(aux_cats))
 
+  # The compiled eval step needs a batch that splits over the data x fsdp devices and the
+  # processes: pad up to that (padding is masked, every video still counts once).
+  eval_dcfg = dcfg.copy_and_resolve_references()
+  eval_dcfg.eval_batch_size = pipeline.padded_eval_batch(
+      dcfg.eval_batch_size, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+  if eval_dcfg.eval_batch_size != dcfg.eval_batch_size and host == 0 and config.evals:
+    logging.info("data.eval_batch_size=%d padded to %d (%d data x fsdp devices, %d processes)",
+                 dcfg.eval_batch_size, eval_dcfg.eval_batch_size,
+                 mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+
   def evaluate(step):
     results = {}
-    # The compiled eval step needs a batch that splits over the data x fsdp devices and the
-    # processes: pad up to that (padding is masked, every video still counts once).
-    eval_dcfg = dcfg.copy_and_resolve_references()
-    eval_dcfg.eval_batch_size = pipeline.padded_eval_batch(
-        dcfg.eval_batch_size, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
-    if eval_dcfg.eval_batch_size != dcfg.eval_batch_size and host == 0:
-      logging.log_first_n(logging.INFO, "data.eval_batch_size=%d padded to %d (%d data x fsdp "
-                          "devices, %d processes)", 1, dcfg.eval_batch_size,
-                          eval_dcfg.eval_batch_size, mesh.shape["data"] * mesh.shape["fsdp"],
-                          jax.process_count())
     for name, ecfg in config.evals.items():
       names = data.subset_names(ecfg)
       tokens = put(data.class_tokens(names, config.prompt_template))
