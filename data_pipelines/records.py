@@ -8,6 +8,9 @@ Layout (the keys DMVR tools write and read):
                                      'video/filename'; either is read)
   context['clip/start/timestamp']    int64 microseconds (optional, also end)
 
+Building: `video_to_record` decodes a video file (PyAV) into a VideoRecord of JPEG frames,
+for victr-prepare and the TFDS builders alike.
+
 Reading is random access over both formats: ArrayRecord natively, TFRecord through an
 index of record offsets built by one scan of each file (`RecordSource`). Writing is atomic
 per shard (`ShardWriter`): records go to a temporary file renamed into place on close, so a
@@ -89,6 +92,28 @@ def decode(serialized: bytes, where: str = "record") -> VideoRecord:
 def as_record(item) -> VideoRecord:
   """A VideoRecord from either a VideoRecord (TFDS sources) or serialized bytes."""
   return item if isinstance(item, VideoRecord) else decode(item)
+
+
+def video_to_record(path: str, labels: Sequence[int], texts: Sequence[str], video_id: str,
+                    short_side: int = 256, fps: float = 0.0, quality: int = 90,
+                    start_s: Optional[float] = None, end_s: Optional[float] = None,
+                    max_frames: int = 0, start_us: Optional[int] = None,
+                    end_us: Optional[int] = None) -> VideoRecord:
+  """Decodes a video file into a record of JPEG frames (victr-prepare and TFDS builders).
+
+  short_side: resize so the shorter side is this (0: keep the size); fps: resample to this
+  frame rate (0: every frame); quality: JPEG quality; [start_s, end_s]: the part of the file
+  to decode (None: from the start / to the end); max_frames: keep at most this many frames
+  (0: all). start_us / end_us: the clip's times stored in the record (e.g. a Kinetics
+  clip's place in its YouTube video), independent of the decode window.
+  Raises ValueError naming the file when it cannot be decoded or holds no frames.
+  """
+  from data_pipelines import video_io  # pylint: disable=g-import-not-at-top
+  frames, _ = video_io.decode_video(path, fps=fps or None, short_side=short_side or None,
+                                    start_s=start_s or 0.0, end_s=end_s,
+                                    max_frames=max_frames or None)
+  return VideoRecord([video_io.encode_jpeg(f, quality) for f in frames], list(labels),
+                     list(texts), video_id, start_us, end_us)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -3,26 +3,33 @@
 Video lists use the peers' (X-CLIP, ViFi-CLIP) text format: one video per line,
 `relative/path/video.mp4 LABEL`, several labels comma-separated for multi-label data
 (`path 3,17`); blank lines and `#` comment lines are skipped. An item is a
-`(path, labels)` pair with `labels` a list of class indices.
+`(path, labels)` pair (a `ListEntry`) with `labels` a list of class indices.
 
-Protocols (DESIGN.md section 5):
+Class names: `read_classnames` reads the shipped lists (CLASSNAMES_DIR) or a file (line i
+names label i); `class_key` is the one key for matching names across lists and datasets
+(victr-prepare's --classes matching too).
+
+Protocols (the peers', as X-CLIP and ViFi-CLIP run them; docs/method.md, "Evaluation
+protocols", has them with the configs that run them):
 - few-shot: K videos per class from split-1 train (`few_shot`).
 - zero-shot Kinetics-600: the 220 classes not in Kinetics-400
   (`kinetics600_novel_classes`), three draws of 160 (`kinetics600_zero_shot_splits`, or
   the peers' fixed draws, `kinetics600_peer_zero_shot_splits`).
 - base-to-novel: classes halved into base / novel (`base_novel_classes`), 16 shots per base
-  class for each of three seeds (`base_to_novel`), reported with `harmonic_mean`.
+  class for each of three seeds (`base_to_novel`), reported with the harmonic mean
+  (`victr_jax.metrics.harmonic_mean`).
 
 Also the prompt templates and the auxiliary vocabulary (`read_templates`, `read_aux_vocab`).
 """
 import collections
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from data_pipelines import fileio
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 CLASSNAMES_DIR = os.path.join(_HERE, "classnames")
@@ -30,14 +37,25 @@ TEMPLATES_PATH = os.path.join(_HERE, "prompts", "templates.txt")
 AUX_VOCAB_DIR = os.path.join(_HERE, "prompts", "aux_vocab")
 DATASETS = ("kinetics400", "kinetics600", "ucf101", "hmdb51", "ssv2")
 
-Item = tuple[str, list[int]]
+ListEntry = tuple[str, list[int]]  # (video path, labels): one line of a video list
 
-# Kinetics-400 classes that Kinetics-600 renamed (normalised K400 name -> normalised K600
-# name). Name normalisation alone leaves 231 K600 classes "not in K400"; these 11 renames
-# (from the K600 release notes: e.g. "dying hair" became "dyeing hair", "hugging" became
-# "hugging (not baby)") bring it to the 220 novel classes of the peers' zero-shot protocol
-# (ER-ZSAR's split, used by X-CLIP / ViFi-CLIP).
-K400_TO_K600_RENAMES = {
+
+def class_key(name: str) -> str:
+  """The key class names are matched by: lower-case letters and digits only.
+
+  Case, spaces, punctuation and parentheses do not count, so UCF101's folder
+  'ApplyEyeMakeup' matches 'Apply Eye Makeup' and 'passing American football (in game)'
+  matches 'passing american football in game'.
+  """
+  return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+# Kinetics-400 classes that Kinetics-600 renamed (class_key of the K400 name -> class_key of
+# the K600 name). Matching by class_key alone leaves 231 K600 classes "not in K400"; these 11
+# renames (from the K600 release notes: e.g. "dying hair" became "dyeing hair", "hugging"
+# became "hugging (not baby)") bring it to the 220 novel classes of the peers' zero-shot
+# protocol (ER-ZSAR's split, used by X-CLIP / ViFi-CLIP).
+K400_TO_K600_RENAMES = {class_key(k400): class_key(k600) for k400, k600 in {
     "baby waking up": "waking up",
     "balloon blowing": "inflating balloons",
     "changing wheel": "changing wheel not on bike",
@@ -49,7 +67,7 @@ K400_TO_K600_RENAMES = {
     "opening bottle": "opening bottle not wine",
     "throwing ball": "throwing ball not baseball or american football",
     "tying tie": "tying necktie",
-}
+}.items()}
 
 # The peers' fixed data, stored as bit masks (hex; bit i set = element i chosen) to keep it
 # short. Decoded and spot-checked by name in tests/test_splits.py.
@@ -76,23 +94,6 @@ _PEER_K600_SPLIT_MASKS = (
 # Text files.
 
 
-def _write_lines(path: str, lines: Iterable[str]) -> None:
-  """Writes `lines` (one per line, UTF-8) atomically: a temp file, then os.replace."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      for line in lines:
-        f.write(line + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-
-
 def _content_lines(path: str) -> Iterable[tuple[int, str]]:
   """Yields (1-based line number, stripped text), skipping blank and `#` comment lines."""
   with open(path, encoding="utf-8") as f:
@@ -110,7 +111,7 @@ def _as_labels(labels: int | Iterable[int]) -> list[int]:
   return [int(l) for l in labels]
 
 
-def read_list(path: str) -> list[Item]:
+def read_list(path: str) -> list[ListEntry]:
   """Reads a `path LABEL[,LABEL...]` video list into (path, labels) items.
 
   The label field is the last whitespace-separated field, so paths may contain spaces.
@@ -135,15 +136,27 @@ def write_list(path: str, items: Iterable[tuple[str, int | Iterable[int]]]) -> N
     if not video or video != video.strip() or video.startswith("#") or "\n" in video:
       raise ValueError(f"video path {video!r} cannot be written to a list file")
     lines.append(f"{video} {','.join(map(str, _as_labels(labels)))}")
-  _write_lines(path, lines)
+  fileio.atomic_write(path, "".join(line + "\n" for line in lines))
+
+
+def classnames_path(name_or_path: str) -> str:
+  """The file of a class list: a shipped list by dataset name (DATASETS), else the path."""
+  if name_or_path in DATASETS:
+    return os.path.join(CLASSNAMES_DIR, name_or_path + ".txt")
+  return name_or_path
 
 
 def read_classnames(name_or_path: str) -> list[str]:
-  """Class names in label index order: a dataset in DATASETS, or a one-name-a-line file."""
-  path = (os.path.join(CLASSNAMES_DIR, name_or_path + ".txt")
-          if name_or_path in DATASETS else name_or_path)
-  with open(path, encoding="utf-8") as f:
+  """Class names in label index order: a dataset in DATASETS, or a one-name-a-line file.
+
+  Blank lines at the end are ignored; a blank line before a name is an error (it would
+  shift the labels of all the names after it).
+  """
+  path = classnames_path(name_or_path)
+  with open(path, encoding="utf-8-sig") as f:
     names = [line.strip() for line in f.read().splitlines()]
+  while names and not names[-1]:
+    names.pop()
   if not names or not all(names):
     raise ValueError(f"{path}: empty, or a blank line (line i must name label i)")
   return names
@@ -153,23 +166,14 @@ def write_classnames(path: str, names: Sequence[str]) -> None:
   """Writes class names one a line (line i = label i), atomically."""
   if not names or any(not n.strip() or "\n" in n for n in names):
     raise ValueError("class names must be non-empty single lines")
-  _write_lines(path, [n.strip() for n in names])
-
-
-def normalize_name(name: str) -> str:
-  """Class name for matching across lists: lower case, no parentheses or punctuation.
-
-  'passing American football (in game)' -> 'passing american football in game'.
-  """
-  name = name.lower().replace("'", "")
-  return " ".join(re.sub(r"[^0-9a-z]+", " ", name).split())
+  fileio.atomic_write(path, "".join(n.strip() + "\n" for n in names))
 
 
 # ---------------------------------------------------------------------------------------
 # Few-shot.
 
 
-def _single_label(item: Item) -> int:
+def _single_label(item: ListEntry) -> int:
   labels = _as_labels(item[1])
   if len(labels) != 1:
     raise ValueError(f"few-shot sampling needs single-label items, got {item!r}")
@@ -177,7 +181,7 @@ def _single_label(item: Item) -> int:
 
 
 def few_shot(items: Iterable[tuple[str, int | Iterable[int]]], shots: int,
-             seed: int) -> list[Item]:
+             seed: int) -> list[ListEntry]:
   """K = `shots` videos per class, drawn without replacement, reproducibly.
 
   Each class draws from its videos sorted by path with its own numpy Generator, seeded by
@@ -221,14 +225,13 @@ def kinetics600_novel_classes(k400_names: Sequence[str] | None = None,
                               k600_names: Sequence[str] | None = None) -> list[int]:
   """Kinetics-600 indices of the classes not in Kinetics-400 (220 with the shipped lists).
 
-  Names are matched after `normalize_name` and the K400 -> K600 renames of
-  K400_TO_K600_RENAMES. Defaults: the shipped class lists.
+  Names are matched by `class_key` after the K400 -> K600 renames of K400_TO_K600_RENAMES.
+  Defaults: the shipped class lists.
   """
   k400_names = read_classnames("kinetics400") if k400_names is None else k400_names
   k600_names = read_classnames("kinetics600") if k600_names is None else k600_names
-  k400 = {normalize_name(n) for n in k400_names}
-  k400 = {K400_TO_K600_RENAMES.get(n, n) for n in k400}
-  return [i for i, n in enumerate(k600_names) if normalize_name(n) not in k400]
+  k400 = {K400_TO_K600_RENAMES.get(k, k) for k in map(class_key, k400_names)}
+  return [i for i, n in enumerate(k600_names) if class_key(n) not in k400]
 
 
 def kinetics600_zero_shot_splits(num_splits: int = 3, size: int = 160,
@@ -275,7 +278,7 @@ def base_novel_classes(num_classes: int,
 
 
 def select_classes(items: Iterable[tuple[str, int | Iterable[int]]], classes: Sequence[int],
-                   relabel: bool = False) -> list[Item]:
+                   relabel: bool = False) -> list[ListEntry]:
   """The items whose labels all lie in `classes`, e.g. a test list's base or novel part.
 
   With relabel, labels become positions in `classes` (for a classifier over that subset).
@@ -290,20 +293,15 @@ def select_classes(items: Iterable[tuple[str, int | Iterable[int]]], classes: Se
 
 
 def base_to_novel(items: Iterable[tuple[str, int | Iterable[int]]], num_classes: int,
-                  shots: int = 16, seed: int = 1, dataset: str | None = None) -> list[Item]:
+                  shots: int = 16, seed: int = 1,
+                  dataset: str | None = None) -> list[ListEntry]:
   """Base-to-novel training items: `shots` videos per base class (seeds 1, 2, 3).
 
   Evaluate on `select_classes(test, base)` and `select_classes(test, novel)`, then
-  `harmonic_mean`. Labels keep their full-dataset indices.
+  `victr_jax.metrics.harmonic_mean`. Labels keep their full-dataset indices.
   """
   base, _ = base_novel_classes(num_classes, dataset)
   return few_shot(select_classes(items, base), shots, seed)
-
-
-def harmonic_mean(base_acc: float, novel_acc: float) -> float:
-  """Harmonic mean of base and novel accuracy (0 when both are 0)."""
-  total = base_acc + novel_acc
-  return 0.0 if total == 0 else 2.0 * base_acc * novel_acc / total
 
 
 # ---------------------------------------------------------------------------------------

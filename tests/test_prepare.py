@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import prepare, records, video_io
+from data_pipelines.shards import sidecar_path
 
 COLORS = [(220, 30, 30), (30, 220, 30), (30, 30, 220), (220, 220, 30), (30, 220, 220)]
 SHORT = 16  # --short_side for all tests: 32x40 -> 16x20
@@ -148,10 +149,10 @@ def test_resume_after_kill(generic_src, tmp_path):
   # Kill simulation: shard 1 lost with its sidecar, a stale partial .tmp left behind; shard 2
   # renamed into place but killed before its sidecar was written.
   os.remove(shards[1])
-  os.remove(prepare.sidecar_path(shards[1]))
+  os.remove(sidecar_path(shards[1]))
   with open(shards[1] + ".tmp", "wb") as f:
     f.write(b"\x05partial")
-  os.remove(prepare.sidecar_path(shards[2]))
+  os.remove(sidecar_path(shards[2]))
   run("--layout", "generic", "--src", src, "--out", out, "--split", "train", "--num_shards",
       3)
   after = read_split(out, "train")
@@ -421,3 +422,14 @@ def test_ssv2_layout(tmp_path):
     check_record(rec, str(src / f"{vid}.webm"), COLORS[c], [c], [templates[c]])
   assert manifest(out)["splits"]["val"]["class_counts"] == {templates[0]: 0, templates[1]: 1,
                                                            templates[2]: 0}
+
+
+def test_help_lists_the_layouts_and_missing_options_are_named(tmp_path, capsys):
+  text = prepare.build_parser().format_help()
+  for layout in ("generic", "ucf101", "hmdb51", "kinetics", "charades", "ssv2"):
+    assert f"\n  {layout} " in text
+  for layout, option in [("ucf101", "--annotations"), ("hmdb51", "--annotations"),
+                         ("kinetics", "--csv"), ("charades", "--csv"), ("ssv2", "--labels")]:
+    assert prepare.main(["--layout", layout, "--src", str(tmp_path), "--out",
+                         str(tmp_path / "out"), "--no_progress"]) == 2
+    assert f"--layout {layout} needs {option}" in capsys.readouterr().err

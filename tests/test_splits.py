@@ -1,4 +1,5 @@
-"""Protocol splits, list files, templates and auxiliary vocabulary (DESIGN.md section 5)."""
+"""Protocol splits, list files, templates and auxiliary vocabulary (the protocols:
+docs/method.md#10-evaluation-protocols; the vocabulary: docs/method.md#auxiliary-prompts)."""
 import os
 import random
 import warnings
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import splits as S
+from victr_jax import metrics
 
 SIZES = {"kinetics400": 400, "kinetics600": 600, "ucf101": 101, "hmdb51": 51, "ssv2": 174}
 BASE_NOVEL = {"kinetics400": (200, 200), "hmdb51": (26, 25), "ucf101": (51, 50),
@@ -59,9 +61,15 @@ def test_classnames(tmp_path):
   path = str(tmp_path / "names.txt")
   S.write_classnames(path, ["a b", "c (d)"])
   assert S.read_classnames(path) == ["a b", "c (d)"]
-  assert S.normalize_name("Passing American football (in game)") == (
-      "passing american football in game")
-  assert S.normalize_name("massaging person's  head") == "massaging persons head"
+  # One key for every class-name match: case, spaces, punctuation and parentheses drop out.
+  assert (S.class_key("Passing American football (in game)")
+          == S.class_key("passing american football in game")
+          == "passingamericanfootballingame")
+  assert S.class_key("massaging person's  head") == "massagingpersonshead"
+  assert S.class_key("ApplyEyeMakeup") == S.class_key("Apply Eye Makeup") == "applyeyemakeup"
+  assert S.class_key("HandStandPushups") == S.class_key("Handstand Pushups")
+  for name in SIZES:  # no two shipped classes share a key
+    assert len({S.class_key(n) for n in S.read_classnames(name)}) == SIZES[name]
 
 
 # Few-shot --------------------------------------------------------------------------------
@@ -102,10 +110,10 @@ def test_kinetics600_novel_classes():
   novel = S.kinetics600_novel_classes(k400, k600)
   assert len(novel) == 220 == len(set(novel))
   assert novel == S.kinetics600_novel_classes()
-  k400_norm = {S.normalize_name(n) for n in k400}
-  assert not {S.normalize_name(k600[i]) for i in novel} & k400_norm
+  k400_norm = {S.class_key(n) for n in k400}
+  assert not {S.class_key(k600[i]) for i in novel} & k400_norm
   # 380 K400 classes are in K600 (11 of them renamed), 20 were dropped or split: 600 - 380.
-  k600_norm = {S.normalize_name(n) for n in k600}
+  k600_norm = {S.class_key(n) for n in k600}
   shared = {S.K400_TO_K600_RENAMES.get(n, n) for n in k400_norm} & k600_norm
   assert len(shared) == 380 and "drinking" not in shared
   assert set(S.K400_TO_K600_RENAMES) <= k400_norm
@@ -192,8 +200,8 @@ def test_base_to_novel():
   relabelled = S.select_classes(items, novel, relabel=True)
   assert {l for _, (l,) in relabelled} == set(range(len(novel)))
   assert S.select_classes([("m.mp4", [0, 30])], base) == []  # Mixed labels: in neither.
-  assert S.harmonic_mean(0.8, 0.6) == pytest.approx(2 * 0.8 * 0.6 / 1.4)
-  assert S.harmonic_mean(0.0, 0.0) == 0.0
+  assert metrics.harmonic_mean(0.8, 0.6) == pytest.approx(2 * 0.8 * 0.6 / 1.4)
+  assert metrics.harmonic_mean(0.0, 0.0) == 0.0
 
 
 # Templates and auxiliary vocabulary ------------------------------------------------------

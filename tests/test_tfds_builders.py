@@ -4,7 +4,7 @@ import csv
 import ml_collections
 import numpy as np
 
-from data_pipelines import pipeline, splits, tfds_builders
+from data_pipelines import pipeline, records, splits, tfds_builders, video_io
 from test_prepare import COLORS, make_video, write_text
 
 
@@ -59,3 +59,23 @@ def test_charades_builder_is_multi_label(tmp_path):
   cfg.multi_label = True
   b = next(iter(pipeline.train_dataset(src, cfg)))
   assert b["label"].shape == (2, 157) and np.all(b["label"][:, [3, 92]] == 1)
+
+
+def test_kinetics_builder_keeps_clip_times_and_max_frames(tmp_path, monkeypatch):
+  monkeypatch.setattr(tfds_builders.Kinetics400, "SHORT_SIDE", 16)
+  monkeypatch.setattr(tfds_builders.Kinetics400, "MAX_FRAMES", 3)
+  manual = tmp_path / "manual"
+  k400 = splits.read_classnames("kinetics400")
+  path = make_video(str(manual / "videos" / "abc_defghij_000010_000020.mp4"), COLORS[0])
+  with open(manual / "train.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["label", "youtube_id", "time_start", "time_end", "split"])
+    w.writerow([k400[0], "abc_defghij", 10, 20, "train"])
+  tfds_builders.build(tfds_builders.Kinetics400, str(tmp_path / "tfds"), manual_dir=str(manual))
+  rec = tfds_builders.TFDSSource("kinetics400", "train", str(tmp_path / "tfds"))[0]
+  # The same record as victr-prepare's path gives for these settings.
+  assert rec == records.video_to_record(path, [0], [k400[0]], "abc_defghij_000010_000020",
+                                        short_side=16, max_frames=3, start_us=10_000_000,
+                                        end_us=20_000_000)
+  assert len(rec.frames) == 3 and video_io.decode_jpeg(rec.frames[0]).shape == (16, 20, 3)
+  assert (rec.start_us, rec.end_us) == (10_000_000, 20_000_000)

@@ -5,10 +5,11 @@ import os
 import numpy as np
 import pytest
 
+from data_pipelines import splits
 from victr_jax import clip
 from victr_jax.clip import tokenizer as tok
 
-CLASSNAMES_DIR = os.path.join(os.path.dirname(__file__), "..", "data_pipelines", "classnames")
+CLASSNAMES_DIR = splits.CLASSNAMES_DIR
 TEMPLATES = ["a photo of a {}.", "a video of a person {}.", "a clip of {}", "{}",
              "Someone is {} in the video!", "an example of {}, a type of action."]
 EXTRA = [

@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from data_pipelines import records, splits, synthetic
-from data_pipelines.prepare import VIDEO_EXTS
+from data_pipelines.layout_io import VIDEO_EXTS
 from victr_jax import clip
 
 
@@ -227,3 +227,10 @@ def open_source(dset, dcfg):
 def subset_names(dset) -> list[str]:
   names = classnames(dset.classnames)
   return [names[i] for i in dset.classes] if dset.get("classes") else names
+
+
+def with_classes(dcfg, num_classes: int):
+  """A copy of the data config with num_classes set (multi-hot labels need it)."""
+  e = dcfg.copy_and_resolve_references()
+  e.num_classes = num_classes
+  return e

@@ -1,8 +1,10 @@
 """A TFDS builder base for video datasets stored as DMVR-like examples.
 
 Features: 'frames' (sequence of JPEG bytes, not re-encoded), 'labels' (class indices),
-'label_texts', 'video_id'. Builders are written in array_record by default so that
-`tfds.data_source` gives random access (the input pipeline needs it for exact resume).
+'label_texts', 'video_id', 'start_us' / 'end_us' (the clip's times in microseconds, as
+records.VideoRecord has them; -1: none). Builders are written in array_record by default
+so that `tfds.data_source` gives random access (the input pipeline needs it for exact
+resume).
 Real datasets are read from `manual_dir` (raw videos + annotation files); nothing is ever
 downloaded.
 """
@@ -10,9 +12,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from data_pipelines import records, video_io
+from data_pipelines import records
 
 FILE_FORMAT = "array_record"
+NO_TIME = -1  # start_us / end_us of a record without clip times
 
 
 def features(class_names=None, num_classes=None):
@@ -23,20 +26,26 @@ def features(class_names=None, num_classes=None):
       "labels": tfds.features.Sequence(label),
       "label_texts": tfds.features.Sequence(tfds.features.Text()),
       "video_id": tfds.features.Text(),
+      "start_us": tfds.features.Scalar(dtype=np.int64),
+      "end_us": tfds.features.Scalar(dtype=np.int64),
   })
 
 
 def example(rec: records.VideoRecord) -> dict:
+  """A VideoRecord -> a TFDS example of `features`."""
+  time = lambda t: NO_TIME if t is None else int(t)
   return {"frames": rec.frames, "labels": list(rec.labels), "label_texts": rec.label_texts,
-          "video_id": rec.video_id}
+          "video_id": rec.video_id, "start_us": time(rec.start_us), "end_us": time(rec.end_us)}
 
 
 def record_from_example(ex: dict) -> records.VideoRecord:
   """A TFDS example (numpy, from tfds.data_source) -> VideoRecord for the pipeline."""
   text = lambda t: t.decode("utf-8") if isinstance(t, bytes) else str(t)
+  time = lambda k: None if k not in ex or int(ex[k]) == NO_TIME else int(ex[k])
   return records.VideoRecord([bytes(f) for f in ex["frames"]],
                              [int(l) for l in np.atleast_1d(ex["labels"])],
-                             [text(t) for t in ex["label_texts"]], text(ex["video_id"]))
+                             [text(t) for t in ex["label_texts"]], text(ex["video_id"]),
+                             time("start_us"), time("end_us"))
 
 
 class TFDSSource:
@@ -60,15 +69,6 @@ class TFDSSource:
 
   def where(self, i) -> str:
     return f"tfds:{self.name}/{self.split}[{int(i)}]"
-
-
-def video_record(path, labels, texts, video_id, short_side=256, fps=None, quality=90,
-                 start_s=0.0, end_s=None) -> records.VideoRecord:
-  """Decodes one raw video into a VideoRecord (raises ValueError naming the file)."""
-  frames, _ = video_io.decode_video(path, fps=fps, short_side=short_side, start_s=start_s,
-                                    end_s=end_s)
-  return records.VideoRecord([video_io.encode_jpeg(f, quality) for f in frames], list(labels),
-                             list(texts), video_id)
 
 
 def build(builder_cls, data_dir, manual_dir=None, **kwargs):

@@ -8,11 +8,13 @@ from data_pipelines.tfds_builders import base
 class SyntheticActions(tfds.core.GeneratorBasedBuilder):
   """Procedural colour-motion videos; see data_pipelines/synthetic.py."""
 
-  VERSION = tfds.core.Version("3.0.0")
+  VERSION = tfds.core.Version("3.1.0")
   RELEASE_NOTES = {"1.0.0": "First version.",
                    "2.0.0": "Classes are colour x motion (were shape x motion); larger shapes.",
                    "3.0.0": "Motions named by where they end ('moving to the left', "
-                            "'growing large')."}
+                            "'growing large').",
+                   "3.1.0": "Clip time features start_us / end_us (-1: none), as the "
+                            "manual_dir builders."}
   BUILDER_CONFIGS = [
       tfds.core.BuilderConfig(name="default", description="16 frames, 64 px, 30/10 per class"),
       tfds.core.BuilderConfig(name="tiny", description="16 frames, 64 px, 4/2 per class"),
