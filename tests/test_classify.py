@@ -45,7 +45,7 @@ def test_zero_shot_equals_clip_frame_average(video_and_ckpt):
   video, ckpt = video_and_ckpt
   res = classify.classify(video, ckpt, "running,jumping,swimming", top_k=3, num_frames=4)
   model, params = clip.load(ckpt)
-  frames = classify._frames(video, 4, 32)
+  frames = classify.clip_frames(video, classify.views_config(None, 4, 32))[0][0]
   f = np.asarray(model.apply({"params": params}, frames, method=model.encode_image)).mean(0)
   tok = clip.trim_tokens(clip.tokenize([f"a video of a person {l}." for l in
                                         ("running", "jumping", "swimming")]))
@@ -58,18 +58,167 @@ def test_zero_shot_equals_clip_frame_average(video_and_ckpt):
   np.testing.assert_allclose([got[l] for l in ("running", "jumping", "swimming")], p, atol=1e-4)
 
 
-def test_trained_work_directory(video_and_ckpt, tmp_path, monkeypatch):
-  video, _ = video_and_ckpt
-  monkeypatch.chdir(tmp_path)  # a relative work directory, as users type it
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A trained demo work directory whose evaluation samples by stride (not segments), with
+  a test_resize, 2 test clips and 3 crops: -> its path (<tmp>/wd)."""
+  tmp = tmp_path_factory.mktemp("classify_wd")
   c = importlib.import_module("configs.demo").get_config("steps=1")
-  c.data.synthetic_dir = str(tmp_path / "syn")
+  c.data.synthetic_dir = str(tmp / "syn")
   c.data.synthetic_per_class = {"train": 1, "test": 1}
   c.data.batch_size = c.data.eval_batch_size = 8
+  c.data.sampling, c.data.stride, c.data.test_resize = "stride", 3, 40
+  c.data.num_test_clips, c.data.num_test_crops = 2, 3
   c.evals = {}
-  train.run(c, str(tmp_path / "wd"), mode="train")
+  train.run(c, str(tmp / "wd"), mode="train")
+  return str(tmp / "wd")
+
+
+def test_trained_work_directory(video_and_ckpt, workdir, monkeypatch):
+  video, _ = video_and_ckpt
+  monkeypatch.chdir(os.path.dirname(workdir))  # a relative work directory, as users type it
   res = classify.classify(video, "wd", "a red shape moving to the left,a green shape growing large", top_k=2)
   assert res["model"].startswith("victr work directory, step 1")
   assert len(res["predictions"]) == 2
+  assert res["views"] == 6 and np.shape(res["frame_indices"]) == (2, 8)
+
+
+def test_work_directory_config_picks_its_evaluation_views(workdir, tmp_path, monkeypatch):
+  """classify feeds the model exactly what the work directory's evaluation
+  (pipeline.eval_views on config.data) makes of the same video's frames."""
+  from data_pipelines import pipeline, records  # pylint: disable=g-import-not-at-top
+  frames = np.random.default_rng(1).integers(0, 255, (50, 36, 60, 3)).astype(np.uint8)
+  video = str(tmp_path / "wide.mp4")
+  video_io.write_video(video, frames, fps=10)
+  seen, real = [], classify.clip_frames
+
+  def spy(v, dcfg):  # what classify feeds the model
+    seen.append(real(v, dcfg))
+    return seen[-1]
+
+  monkeypatch.setattr(classify, "clip_frames", spy)
+  res = classify.classify(video, workdir, "a red shape moving to the left,a blue circle", top_k=2)
+  (got, idx), = seen
+  # Stride 3 from the two test views' starts (0 and the last room), not segment centres.
+  np.testing.assert_array_equal(idx, [np.arange(0, 22, 3), 28 + np.arange(0, 22, 3)])
+  assert res["frame_indices"] == idx.tolist() and res["views"] == 6
+  with open(os.path.join(workdir, "config.json")) as f:
+    data_cfg = __import__("ml_collections").ConfigDict(json.load(f)["data"])
+  # The evaluation's record of this video: frame i decodes to the video's frame i.
+  decoded, _ = video_io.decode_video(video)
+  monkeypatch.setattr(video_io, "decode_jpeg", lambda b: decoded[int(b)])
+  rec = records.VideoRecord([str(i).encode() for i in range(len(decoded))], [0])
+  want = pipeline.eval_views(rec, data_cfg)["frames"]
+  assert got.shape == want.shape == (6, 8, 32, 32, 3)
+  np.testing.assert_array_equal(got, want)
+
+
+class _LiveFrames:
+  """Counts the av.VideoFrames that Python code holds at once (video_io's decoder hook)."""
+
+  def __init__(self, monkeypatch):
+    self.live = self.peak = self.converted = 0
+    real_open, real_to_array = video_io.av.open, video_io._to_array
+    counter = self
+
+    class Frame:
+      def __init__(self, f):
+        self._f = f
+        counter.live += 1
+        counter.peak = max(counter.peak, counter.live)
+
+      def __getattr__(self, k):
+        return getattr(self._f, k)
+
+      def __del__(self):
+        counter.live -= 1
+
+    class Container:
+      def __init__(self, c):
+        self._c = c
+
+      def __getattr__(self, k):
+        return getattr(self._c, k)
+
+      def __enter__(self):
+        return self
+
+      def __exit__(self, *a):
+        return self._c.__exit__(*a)
+
+      def decode(self, *a, **k):
+        for f in self._c.decode(*a, **k):
+          yield Frame(f)
+
+    def to_array(frame, short_side=None):
+      counter.converted += 1
+      return real_to_array(frame, short_side)
+
+    monkeypatch.setattr(video_io.av, "open", lambda *a, **k: Container(real_open(*a, **k)))
+    monkeypatch.setattr(video_io, "_to_array", to_array)
+
+  def measure(self, fn):
+    self.live = self.peak = self.converted = 0
+    out = fn()
+    return out, self.peak, self.converted
+
+
+def test_memory_stays_flat_as_the_video_grows(tmp_path, monkeypatch):
+  """A 10x longer video: classify's decode holds the same few frames at once and converts
+  the same number (the sampled ones); decode_video with a frame rate, which must hold
+  every frame, shows the hook does see retained frames."""
+  rng = np.random.default_rng(2)
+  paths = {}
+  for n in (12, 120):
+    paths[n] = str(tmp_path / f"v{n}.mp4")
+    video_io.write_video(paths[n], rng.integers(0, 255, (n, 32, 32, 3)).astype(np.uint8), fps=10)
+  hook = _LiveFrames(monkeypatch)
+  dcfg = classify.views_config(None, 8, 32)
+  peaks, conversions = {}, {}
+  for n, path in paths.items():
+    (frames, idx), peaks[n], conversions[n] = hook.measure(
+        lambda p=path: classify.clip_frames(p, dcfg))
+    assert frames.shape == (1, 8, 32, 32, 3) and idx.max() < n
+  assert peaks[12] == peaks[120] <= 3, peaks
+  assert conversions[12] == conversions[120] == 8, conversions
+  _, held, _ = hook.measure(lambda: video_io.decode_video(paths[120], fps=5))
+  assert held >= 120
+
+
+@pytest.mark.parametrize("ext, codec", [("mp4", "mpeg4"), ("mkv", "mpeg4")])
+def test_decode_sampled_is_decode_video_at_the_indices(ext, codec, tmp_path, monkeypatch):
+  """Exact decode_video frames, also when the cheap frame count is wrong (decoded again)."""
+  path = str(tmp_path / f"v.{ext}")
+  video_io.write_video(path, np.random.default_rng(3).integers(0, 255, (30, 24, 40, 3))
+                       .astype(np.uint8), fps=8, codec=codec)
+  ref, _ = video_io.decode_video(path)
+  assert video_io.count_frames(path) == len(ref) == 30  # mkv: no stated count, demuxed
+  pick = lambda n: np.stack([np.arange(4) * (n // 4), np.arange(4) + n - 4])  # (2, 4)
+  for count in (None, 7, 45):
+    if count:
+      monkeypatch.setattr(video_io, "count_frames", lambda p, c=count: c)
+    frames, idx = video_io.decode_sampled(path, pick, short_side=12)
+    np.testing.assert_array_equal(idx, pick(30))
+    want = video_io.decode_video(path, short_side=12)[0]
+    for f, i in zip(frames, idx.ravel()):
+      np.testing.assert_array_equal(f, want[i])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_scores_are_an_error(bad, video_and_ckpt, tmp_path, capsys):
+  """A damaged checkpoint (a NaN or inf weight in the image tower) exits non-zero with a
+  clear message instead of printing NaN probabilities."""
+  import jax  # pylint: disable=g-import-not-at-top
+  video, _ = video_and_ckpt
+  cfg = clip.get_config("tiny")
+  _, params = clip.init(cfg)
+  params = jax.tree.map(np.array, params)
+  params["visual"]["proj"][0, 0] = bad
+  ckpt = clip.save_converted(cfg, params, str(tmp_path / "damaged"))
+  assert classify.main([video, "--checkpoint", ckpt, "--labels", "a,b,c"]) == 2
+  out = capsys.readouterr()
+  assert "victr-classify: error:" in out.err and "not finite" in out.err
+  assert "nan" not in out.out.lower()
 
 
 @pytest.mark.parametrize("case", ["bad_video", "no_labels", "no_checkpoint"])

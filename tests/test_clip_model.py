@@ -66,7 +66,7 @@ def test_zero_shot_picks_the_class_whose_text_matches(rng):
   assert emb.shape == (3, 32)
   np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
   images = rng.standard_normal((4, 32, 32, 3)).astype(np.float32)
-  probs = clip.classify(model, params, images, emb)
+  probs = clip.image_probabilities(model, params, images, emb)
   np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
   # Same as computing cosine logits by hand.
   img = np.array(model.apply({"params": params}, images, method=model.encode_image))

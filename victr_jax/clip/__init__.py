@@ -11,7 +11,7 @@ from victr_jax.clip.model import CLIP, interpolate_pos_embed, l2_normalize, quic
 from victr_jax.clip.preprocess import MEAN, STD, normalize, preprocess_image, preprocess_images
 from victr_jax.clip.tokenizer import Tokenizer, get_tokenizer, tokenize, trim_tokens
 from victr_jax.clip.zero_shot import (IMAGE_TEMPLATES, VIDEO_TEMPLATES, class_embeddings,
-                                      classify)
+                                      image_probabilities)
 
 
 def init(cfg: CLIPConfig, rng=None, dtype=None):

@@ -43,7 +43,7 @@ def class_embeddings(model, params, classnames: Sequence[str],
   return np.asarray(l2_normalize(jnp.asarray(feats)))
 
 
-def classify(model, params, images, class_emb) -> np.ndarray:
+def image_probabilities(model, params, images, class_emb) -> np.ndarray:
   """images (N, H, W, 3) normalised; class_emb (n, D) -> probabilities (N, n)."""
   @jax.jit
   def run(p, x, c):

@@ -3,6 +3,7 @@
   from victr_jax import models
   cfg = models.get_config('tiny')              # 'B/32', 'B/16', 'L/14'
   model = models.build_model(cfg)              # cfg.name: 'victr' | 'clip_zero_shot' | 'mean_pool'
+  model = models.zero_shot_model(cfg, clip_cfg)  # frozen CLIP, frame averaging (any CLIP)
   variables = models.init(model, rng, num_frames=8, image_size=..., n=..., m=...)
   out = model.apply(variables, frames, class_tokens, aux_tokens, aux_categories, train=False)
 """
@@ -11,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from victr_jax.clip.config import CLIPConfig
 from victr_jax.models import head
 from victr_jax.models.baselines import MeanPoolCLIP
 from victr_jax.models.config import (check_clip_checkpoint, clip_config_of, get_config,
@@ -21,13 +23,24 @@ from victr_jax.models.victr import VicTR
 def build_model(cfg: ml_collections.ConfigDict) -> nn.Module:
   """Validates the config and builds the model it names."""
   validate(cfg)
-  frozen = ml_collections.FrozenConfigDict(cfg)
-  cls = VicTR if cfg.name == "victr" else MeanPoolCLIP
   if cfg.name == "clip_zero_shot":
-    frozen = ml_collections.FrozenConfigDict(
-        dict(cfg.to_dict(), freeze_image_tower=True, freeze_text_tower=True,
-             freeze_logit_scale=True))
-  return cls(frozen, clip_config_of(cfg))
+    return zero_shot_model(cfg)
+  cls = VicTR if cfg.name == "victr" else MeanPoolCLIP
+  return cls(ml_collections.FrozenConfigDict(cfg), clip_config_of(cfg))
+
+
+def zero_shot_model(cfg: ml_collections.ConfigDict | None = None,
+                    clip_cfg: CLIPConfig | None = None) -> MeanPoolCLIP:
+  """CLIP zero-shot with frame averaging: a MeanPoolCLIP with both towers and the logit
+  scale frozen. cfg: the model config (dtype, remat; default get_config('tiny')), named
+  'clip_zero_shot' here; clip_cfg: the CLIP architecture (default clip_config_of(cfg); a
+  converted checkpoint passes its own). Called on frames (B, T, S, S, 3) and class tokens
+  (n, L) -> {'logits': (B, n), ...}, like every model here."""
+  cfg = get_config("tiny") if cfg is None else cfg
+  frozen = ml_collections.FrozenConfigDict(
+      dict(cfg.to_dict(), name="clip_zero_shot", freeze_image_tower=True,
+           freeze_text_tower=True, freeze_logit_scale=True))
+  return MeanPoolCLIP(frozen, clip_config_of(cfg) if clip_cfg is None else clip_cfg)
 
 
 def dummy_inputs(model, batch=1, num_frames=None, n=2, m=3, context=8):
