@@ -1,7 +1,7 @@
 """Test setup: 8 simulated CPU devices and fixed seeds.
 
 Order matters: the triton guard and XLA_FLAGS must be set before torch, tensorflow or
-jax is imported anywhere (see DESIGN.md section 6).
+jax is imported anywhere (see docs/method.md#12-environment-notes).
 """
 import os
 import sys

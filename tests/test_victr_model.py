@@ -1,4 +1,5 @@
-"""VicTR model properties (DESIGN.md section 4; issue acceptance)."""
+"""VicTR model properties (docs/method.md#4-the-victr-head to #7-baselines; issue
+acceptance)."""
 import itertools
 
 import jax

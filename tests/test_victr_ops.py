@@ -1,4 +1,5 @@
-"""Each VicTR operation against an independent numpy computation (DESIGN.md section 4)."""
+"""Each VicTR operation against an independent numpy computation (the equations:
+docs/method.md#4-the-victr-head)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -1,21 +1,30 @@
 """CLIP checkpoint import: OpenAI TorchScript, open_clip state dicts, Hugging Face, ours.
 
 Every source is first read into a flat {name: np.ndarray} state dict in OpenAI naming
-(`visual.transformer.resblocks.0.attn.in_proj_weight`, ...). That dict then maps onto the
-Flax tree by one rule set (`openai_to_flax`), and is checked against the shapes the
+(`visual.transformer.resblocks.0.attn.in_proj_weight`, ...): a torch file's `state_dict`
+or `model` wrapper is unwrapped, a `module.` prefix stripped, and Hugging Face names are
+renamed, with their q/k/v packed and projections transposed (`hf_to_openai`). Entries that are not
+parameters are dropped: OpenAI's `input_resolution`, `context_length` and `vocab_size`, a
+top-level `attn_mask` buffer, and Hugging Face's `position_ids`. That dict then maps onto
+the Flax tree by one rule set (`openai_to_flax`), and is checked against the shapes the
 model expects: an unknown key, a missing key or a shape mismatch raises `CheckpointError`
 naming the key (and both shapes).
 
 Formats and where the activation comes from (the weights cannot show it):
   * OpenAI TorchScript archive (.pt, fp16): QuickGELU. Needs torch to read.
-  * OpenAI-layout state dict (.pt/.bin/.safetensors with OpenAI's `input_resolution`,
-    `context_length`, `vocab_size` entries, which open_clip's lack): QuickGELU.
-  * open_clip state dict (.pt/.pth/.bin via torch, .safetensors without torch): pass
-    `act=` ('gelu' for open_clip models without -quickgelu, 'quick_gelu' otherwise).
+  * OpenAI-layout state dict (a file of any of the formats below holding all three of
+    OpenAI's `input_resolution`, `context_length`, `vocab_size` entries, which
+    open_clip's lack): QuickGELU.
+  * open_clip state dict (.safetensors without torch; any other file, e.g. .pt/.pth/.bin,
+    via torch): pass `act=` ('gelu' for open_clip models without -quickgelu, 'quick_gelu'
+    otherwise).
   * Hugging Face CLIP directory (config.json + model.safetensors or pytorch_model.bin):
-    `hidden_act` of config.json.
-  * A directory written by `victr-convert-clip`: clip_config.json + params.msgpack.
-    Loading it needs no torch.
+    `hidden_act` of config.json, which also gives the head counts and LayerNorm epsilon.
+    A Hugging Face state dict in a single file (`vision_model.*` / `text_model.*` keys)
+    is read too, but records no activation: pass `act=`.
+  * A directory written by `victr-convert-clip`: clip_config.json (keys `config`, the
+    CLIPConfig with its activation; `source`; `format`) + params.msgpack. Loading it
+    needs no torch.
 """
 import json
 import os
@@ -228,7 +237,7 @@ def _flax_path(key: str) -> tuple[tuple[str, ...], Any]:
 
 def openai_to_flax(sd: dict[str, np.ndarray], expected: dict[tuple, tuple]) -> dict:
   """Maps an OpenAI-named state dict onto the Flax tree with shapes `expected` (flat)."""
-  flat, source = {}, {}
+  flat = {}
   for key, value in sd.items():
     if key in _DROP:
       continue
@@ -243,7 +252,6 @@ def openai_to_flax(sd: dict[str, np.ndarray], expected: dict[tuple, tuple]) -> d
       raise CheckpointError(f"shape mismatch for {key!r}: checkpoint {tuple(value.shape)} "
                             f"(as Flax {'/'.join(path)}), model expects {tuple(expected[path])}")
     flat[path] = np.asarray(value, np.float32)
-    source[path] = key
   missing = sorted("/".join(p) for p in expected if p not in flat)
   if missing:
     raise CheckpointError(f"checkpoint lacks {len(missing)} parameter(s), first: "

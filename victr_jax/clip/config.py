@@ -5,7 +5,6 @@ A `CLIPConfig` holds everything the weights of a checkpoint cannot show by thems
 published OpenAI models; `tiny` and `tiny_gelu` are for tests, `demo` for the main job.
 """
 import dataclasses
-import json
 from typing import Any
 
 ACTIVATIONS = ("quick_gelu", "gelu")
@@ -54,9 +53,6 @@ class CLIPConfig:
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> "CLIPConfig":

@@ -8,7 +8,8 @@ renaming plus transposes. Parameters are float32; `dtype` sets the compute dtype
 
 Logical axis names on parameters: 'embed' (tower width), 'mlp' (MLP hidden),
 'heads' (the packed q/k/v outputs and the attention output's input: heads x head_dim), 'vocab',
-'proj' (joint embedding). Activations are constrained to ('batch', 'length', 'embed').
+'proj' (joint embedding). Activations are constrained to ('batch', 'length', 'embed'),
+the MLP's hidden ones to ('batch', 'length', 'mlp').
 """
 from typing import Any, Callable
 

@@ -1,7 +1,9 @@
-"""Model configs: `get_config('tiny' | 'B/32' | 'B/16' | 'L/14')` -> ml_collections.ConfigDict.
+"""Model configs: `get_config(size)` -> ml_collections.ConfigDict, size one of 'tiny', 'demo',
+'B/32', 'B/16', 'L/14', 'L/14-336'.
 
-Every choice the paper leaves open is a field here (DESIGN.md section 4); `validate`
-rejects a bad value before anything is built, naming the field.
+Every choice the paper leaves open is a field here (each field and what it switches off:
+docs/method.md#6-configuration-switches-and-ablations); `validate` rejects a bad value
+before anything is built, naming the field.
 """
 import ml_collections
 
@@ -69,6 +71,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
 
 def clip_config_of(cfg) -> clip_config.CLIPConfig:
+  """The CLIPConfig a model config builds: its CLIP preset, with `clip_act` if set."""
   over = {"act": cfg.clip_act} if cfg.get("clip_act") else {}
   return clip_config.get_config(cfg.clip, **over)
 

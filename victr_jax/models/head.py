@@ -1,17 +1,21 @@
 """The VicTR video head, one function or module per operation of the paper.
 
-Notation (DESIGN.md section 4): B videos, T frames, n class prompts, m auxiliary prompts
+Notation (docs/method.md#2-notation-and-shapes; the equations in full with their defaults:
+docs/method.md#4-the-victr-head): B videos, T frames, n class prompts, m auxiliary prompts
 in k categories, J = n + m text tokens, D the CLIP embedding size, W the head width.
-`^` is L2 normalisation, `s` the CLIP logit scale.
+`^` is L2 normalisation, `s` the CLIP logit scale, `beta` g's scale (1 / temperature, or s).
 
-  initial_affinity      a0[b,t,j] = g(<f^[b,t], e^[j]>)                       (step 1)
-  token_boost           x[b,t,0] = f[b,t];  x[b,t,1+j] = a0[b,t,j] e[j]        (step 2)
-  CrossModalAttention   attention over the 1+J tokens of each (b, t)            (step 3)
-  TemporalAttention     attention over t for each token position, shared        (step 3)
-  affinity_reweight     a[b,t,j] = g(<v^[b,t], sbar^[b,j]>);  s[b,t,j] *= a     (step 3)
-  temporal_pool         mean over t                                             (step 4)
-  aggregate_auxiliary   zc[b,c] = sum_{j in c} softmax_j(s <zv^, zx^[j]>) zx[b,j] (step 5)
-  affinity_logits       s <zv^, za^[i]> + sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]> (step 6)
+  affinity_weights      g: J softmax_j(beta z), z the cosines z-scored per prompt group
+                        (or raw); or sigmoid, or none
+  initial_affinity      a0[b,t,j] = g(<f^[b,t], e^[j]>)
+  token_boost           x[b,t,0] = f[b,t];  x[b,t,1+j] = a0[b,t,j] e[j]
+  CrossModalAttention   attention over the 1+J tokens of each (b, t)
+  TemporalAttention     attention over t for each token position, shared
+  affinity_reweight     a[b,t,j] = g(<v^[b,t], ubar^[b,j]>);  u[b,t,j] *= a
+  temporal_pool         mean over t
+  gated_link            clip + gate |clip| head^ (zero gates: the model starts as CLIP)
+  aggregate_auxiliary   zc[b,c] = sum_{j in c} softmax_j(s <zv^, zx^[j]>) zx[b,j]
+  affinity_logits       s <zv^, za^[i]> + s_aux sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]>
 """
 from typing import Any, Optional
 
@@ -144,14 +148,14 @@ class JointAttention(nn.Module):
 
 def affinity_reweight(x: jax.Array, fn: str, scale, standardize: bool = False,
                       groups=None) -> tuple[jax.Array, jax.Array]:
-  """Split visual v[b,t] = x[b,t,0] and text s[b,t,j] = x[b,t,1+j]; pool text over time
-  sbar[b,j]; a[b,t,j] = g(<v^[b,t], sbar^[b,j]>); s *= a; re-join.
+  """Split visual v[b,t] = x[b,t,0] and text u[b,t,j] = x[b,t,1+j]; pool text over time
+  ubar[b,j]; a[b,t,j] = g(<v^[b,t], ubar^[b,j]>); u *= a; re-join.
   x (B, T, 1+J, W) -> (x', a (B, T, J))."""
-  v, s = x[:, :, 0], x[:, :, 1:]
-  sbar = s.astype(jnp.float32).mean(axis=1)
-  cos = jnp.einsum("btw,bjw->btj", l2_normalize(v.astype(jnp.float32)), l2_normalize(sbar))
+  v, u = x[:, :, 0], x[:, :, 1:]
+  ubar = u.astype(jnp.float32).mean(axis=1)
+  cos = jnp.einsum("btw,bjw->btj", l2_normalize(v.astype(jnp.float32)), l2_normalize(ubar))
   a = affinity_weights(cos, fn, scale, standardize, groups)
-  return jnp.concatenate([v[:, :, None], s * a[..., None].astype(s.dtype)], axis=2), a
+  return jnp.concatenate([v[:, :, None], u * a[..., None].astype(u.dtype)], axis=2), a
 
 
 class VicTRLayer(nn.Module):

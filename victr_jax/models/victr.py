@@ -2,11 +2,13 @@
 
   out = model.apply(variables, frames, class_tokens, aux_tokens, aux_categories, train=False)
 
-frames (B, T, H, W, 3) normalised; class_tokens (n, L) int32; aux_tokens (m, L) int32 or
-None; aux_categories (m,) int32 in [0, k). The text tower runs once per call on the n + m
+frames (B, T, H, W, 3) normalised; class_tokens (n, ctx) int32; aux_tokens (m, ctx) int32
+or None; aux_categories (m,) int32 in [0, k). The text tower runs once per call on the n + m
 prompts (not once per video). Outputs: logits (B, n), video_embedding (B, D),
-text_embeddings (B, n, D), aux_embeddings (B, m, D), category_embeddings (B, k, D),
-affinities (L+1, B, T, n+m): the initial affinity and each layer's re-weighting.
+text_embeddings (B, n, D), aux_embeddings (B, m, D), category_embeddings (B, k, D) (None
+unless the classifier is 'affinity' with auxiliary prompts), affinities (L+1, B, T, n+m)
+for L head layers: the initial affinity and each layer's re-weighting. Each step with its
+equation: docs/method.md, sections 3 to 5 (docs/method.md#3-clip-towers onwards).
 """
 from typing import Any
 
