@@ -1,7 +1,7 @@
 """victr-jax: VicTR (video-conditioned text representations) in JAX/Flax.
 
 Every dependency is pinned to a set that installs together and passes `pip check`
-(Python 3.11, see ../shared/DESIGN.md section 6).
+(Python 3.11).
 """
 import setuptools
 
@@ -62,7 +62,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["victr_jax", "victr_jax.*", "data_pipelines", "data_pipelines.*"]),
+    packages=setuptools.find_packages(
+        include=["victr_jax", "victr_jax.*", "data_pipelines", "data_pipelines.*", "configs"]),
     package_data={"victr_jax.clip": ["*.txt.gz", "LICENSE-*.txt"],
                   "data_pipelines": ["classnames/*.txt", "prompts/*.txt", "prompts/*/*.txt"]},
     include_package_data=True,

@@ -136,7 +136,7 @@ def analyse(cfg, params) -> dict:
   if "gamma" in no_gamma:
     no_gamma["gamma"] = jnp.zeros_like(no_gamma["gamma"])
   source = data.open_source(cfg.evals.test, cfg.data)
-  ecfg = train._with_classes(cfg.data, len(names))  # pylint: disable=protected-access
+  ecfg = data.with_classes(cfg.data, len(names))
   logits, avg, off, labels = [], [], [], []
   for batch in pipeline.eval_dataset(source, ecfg):
     keep = batch["mask"] > 0

@@ -20,7 +20,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from victr_jax import clip, config_lib, models, optim, train  # noqa: E402
+from victr_jax import clip, config_lib, models, optim, train_state  # noqa: E402
 from victr_jax.clip import checkpoint  # noqa: E402
 
 from common import matmul_peak, median_time  # noqa: E402
@@ -41,7 +41,7 @@ def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
   tx = optim.make(ocfg, params, 1000)
   state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
            "rng": jax.random.key_data(jax.random.key(0))}
-  step = jax.jit(train.make_train_step(model, tx, ocfg, tokens.shape[0], False),
+  step = jax.jit(train_state.make_train_step(model, tx, ocfg, tokens.shape[0], False),
                  donate_argnums=(0,))
   batch = {"frames": jnp.asarray(frames), "label": jnp.asarray(labels)}
   args = (batch, jnp.asarray(tokens), None, None)

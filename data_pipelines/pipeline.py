@@ -7,7 +7,8 @@ batches an uninterrupted one would have given.
 Train batches: {'frames': (b, T, S, S, 3) float32 normalised, 'label': (b,) int32 or
 (b, C) float32 multi-hot}. Each host reads its own slice of the records (record i goes to
 process i % process_count), shuffled with the seed, repeated forever; a record whose video
-is corrupt is skipped and counted (`STATS`).
+is corrupt is skipped and counted in the `Stats` passed in (the trainer reports it with
+the train metrics).
 
 Eval batches: {'frames': (b, V, T, S, S, 3) with V = num_test_clips x num_test_crops views,
 'label', 'mask' (b,), 'index' (b,) record index or -1}. Hosts see disjoint strided slices,
@@ -39,10 +40,7 @@ class Stats:
         self.where.append(f"{where}: {err}")
 
 
-STATS = Stats()
-
-
-def open_source(pattern_or_source):
+def _as_source(pattern_or_source):
   """A record-file pattern (comma-separated globs) or an existing random-access source."""
   if isinstance(pattern_or_source, (str, list, tuple)):
     return records.RecordSource(pattern_or_source)
@@ -102,9 +100,11 @@ def eval_views(item, cfg) -> dict:
 
 
 def train_dataset(source, cfg, process_index: int = 0, process_count: int = 1,
-                  stats: Stats = STATS) -> grain.IterDataset:
-  """Infinite, shuffled per-host batches of `cfg.batch_size // process_count` clips."""
-  source = open_source(source)
+                  stats: Optional[Stats] = None) -> grain.IterDataset:
+  """Infinite, shuffled per-host batches of `cfg.batch_size // process_count` clips;
+  corrupt clips are skipped and counted in `stats`."""
+  source = _as_source(source)
+  stats = Stats() if stats is None else stats
   local = _local_batch(cfg.batch_size, process_count)
   ds = grain.MapDataset.range(len(source))[process_index::process_count]
   if len(ds) == 0:
@@ -133,7 +133,7 @@ def eval_indices(n: int, local_batch: int, process_index: int, process_count: in
 def eval_dataset(source, cfg, process_index: int = 0, process_count: int = 1,
                  stats: Optional[Stats] = None):
   """Finite per-host eval batches covering every record exactly once over all hosts."""
-  source = open_source(source)
+  source = _as_source(source)
   local = _local_batch(cfg.eval_batch_size, process_count)
   idx = eval_indices(len(source), local, process_index, process_count)
   views = cfg.num_test_clips * cfg.num_test_crops

@@ -79,10 +79,6 @@ class Video:
   centres: np.ndarray = None  # (T, 2) x, y in [0, 1]
   radii: np.ndarray = None  # (T,)
 
-  @property
-  def caption(self) -> str:
-    return f"a {self.colour} {self.shape} on a {self.background}"
-
   def frame_attributes(self, t: int) -> dict:
     """What frame t shows, as words: size, colour, shape, place, background."""
     x, y = self.centres[t]
@@ -134,7 +130,7 @@ def frames_and_captions(split: str, n: int, size: int = 32, seed: int = 0,
     for t in rng.choice(8, per_video, replace=False):
       frames.append(v.frames[t])
       attrs.append(v.frame_attributes(int(t)))
-      caps.append(describe(**attrs[-1]))
+      caps.append(v.frame_caption(int(t)))
   return np.stack(frames[:n]), caps[:n], attrs[:n]
 
 

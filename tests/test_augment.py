@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from data_pipelines import pipeline, records, video_io, video_ops
-from victr_jax import config_lib, train
+from victr_jax import config_lib, losses, train_state
 
 
 # ------------------------------------------------------------------------- sampling
@@ -158,16 +158,16 @@ def _smoothed(labels, s):
 
 def test_soft_targets_are_the_peers_smoothed_one_hot():
   _, labels = _batch()
-  np.testing.assert_allclose(train.soft_targets(labels, C, False, 0.1), _smoothed(labels, 0.1),
+  np.testing.assert_allclose(losses.soft_targets(labels, C, False, 0.1), _smoothed(labels, 0.1),
                              rtol=1e-6)
   multi = jnp.array([[1, 0, 1, 0, 0]] * B, jnp.float32)
-  np.testing.assert_array_equal(train.soft_targets(multi, C, True, 0.1), multi)
+  np.testing.assert_array_equal(losses.soft_targets(multi, C, True, 0.1), multi)
 
 
 def test_mixup_mixes_frames_and_smoothed_targets_with_one_lam():
   frames, labels = _batch()
-  t = train.soft_targets(labels, C, False, 0.1)
-  mixed, targets = train.mix_batch(frames, t, jax.random.key(0), 0.8)
+  t = losses.soft_targets(labels, C, False, 0.1)
+  mixed, targets = losses.mix_batch(frames, t, jax.random.key(0), 0.8)
   lam = 1 - float(mixed[0, 0, 0, 0, 0]) / (B - 1)  # clip 0 = lam * 0 + (1 - lam) * 3
   expect_f = lam * np.asarray(frames) + (1 - lam) * np.asarray(frames)[::-1]
   np.testing.assert_allclose(mixed, expect_f, atol=1e-5)
@@ -189,7 +189,7 @@ def _peer_box(lam, cx, cy, h, w):
 @pytest.mark.parametrize("lam,cx,cy", [(0.3, 5, 4), (0.9, 0, 0), (0.05, 11, 7), (1.0, 6, 3),
                                        (0.0, 6, 3)])
 def test_cutmix_box_matches_the_peers(lam, cx, cy):
-  keep, lam_adj = train.cutmix_box(jnp.float32(lam), cx, cy, H, W)
+  keep, lam_adj = losses.cutmix_box(jnp.float32(lam), cx, cy, H, W)
   keep_np, lam_np = _peer_box(lam, cx, cy, H, W)
   np.testing.assert_array_equal(keep, keep_np)
   np.testing.assert_allclose(lam_adj, lam_np, rtol=1e-6)
@@ -198,9 +198,9 @@ def test_cutmix_box_matches_the_peers(lam, cx, cy):
 
 def test_cutmix_pastes_one_box_and_weighs_targets_by_its_area():
   frames, labels = _batch()
-  t = train.soft_targets(labels, C, False, 0.1)
+  t = losses.soft_targets(labels, C, False, 0.1)
   for seed in range(5):
-    mixed, targets = train.mix_batch(frames, t, jax.random.key(seed), 0.0, 1.0)
+    mixed, targets = losses.mix_batch(frames, t, jax.random.key(seed), 0.0, 1.0)
     m = np.asarray(mixed)
     own = m == np.asarray(frames)
     other = m == np.asarray(frames)[::-1]
@@ -214,8 +214,8 @@ def test_cutmix_pastes_one_box_and_weighs_targets_by_its_area():
 @pytest.mark.parametrize("switch", [0.0, 0.5, 1.0])
 def test_switch_picks_cutmix_with_its_probability(switch):
   frames, labels = _batch()
-  t = train.soft_targets(labels, C, False, 0.0)
-  f = jax.jit(lambda k: train.mix_batch(frames, t, k, 0.8, 1.0, switch)[0])
+  t = losses.soft_targets(labels, C, False, 0.0)
+  f = jax.jit(lambda k: losses.mix_batch(frames, t, k, 0.8, 1.0, switch)[0])
   n = 200
   cut = 0
   for i in range(n):
@@ -244,7 +244,7 @@ def test_train_step_keeps_label_smoothing_with_mixup_and_cutmix(mixup, cutmix):
   tx = optax.sgd(0.0)
   state = {"step": jnp.int32(0), "params": {"w": w}, "opt_state": tx.init({"w": w}),
            "rng": jax.random.key_data(jax.random.key(0))}
-  step = jax.jit(train.make_train_step(_ConstModel(), tx, ocfg, C, False))
+  step = jax.jit(train_state.make_train_step(_ConstModel(), tx, ocfg, C, False))
   _, m = step(state, {"frames": frames, "label": labels}, None, None, None)
   logp = np.asarray(jax.nn.log_softmax(w))
   expect = -(_smoothed(labels, 0.1).mean(0) * logp).sum()

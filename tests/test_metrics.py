@@ -312,3 +312,33 @@ def test_plot_confusion_writes_png(tmp_path, rng, num_classes):
   assert M.plot_confusion(conf, names, path, normalize=num_classes > 5) == path
   data = open(path, "rb").read()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+# Non-finite scores -----------------------------------------------------------------------
+
+
+def test_nonfinite_scores_are_never_counted_correct():
+  """A NaN (or inf) row is wrong for every k, in jit and in the accumulator alike: NaN
+  comparisons are all False, so the plain rank formula would call it rank 0, correct."""
+  nan, inf = float("nan"), float("inf")
+  scores = np.array([[nan, nan, nan],      # all NaN, label 0: would be rank 0
+                     [0.1, nan, 0.3],      # NaN elsewhere
+                     [inf, 0.0, 0.0],      # inf on the label
+                     [0.1, 0.9, 0.0]])     # finite and correct
+  labels = np.array([0, 0, 0, 1])
+  hits, count = M.topk_correct(scores, labels, 1)
+  assert (int(hits), int(count)) == (1, 4)
+  assert int(M.topk_correct(scores, labels, 3)[0]) == 1  # k >= C: still wrong
+  acc = M.ClassificationAccumulator(3, topk=(1, 3))
+  acc.update(scores, labels)
+  res = acc.result()
+  assert res["top1"] == res["top3"] == pytest.approx(0.25)
+  assert res["num_examples"] == 4.0
+  assert res["mean_class_accuracy"] == pytest.approx(0.5)  # class 0: 0 of 3, class 1: 1 of 1
+  assert acc.nonfinite.tolist() == [3, 0, 0]
+  assert acc.confusion.sum() == 1
+  multi = M.ClassificationAccumulator(3, multi_label=True)
+  multi.update(scores, np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0], [0, 1, 0]]))
+  res = multi.result()
+  assert res["top1"] == pytest.approx(0.25) and int(multi.nonfinite.sum()) == 3
+  assert np.isfinite(res["mAP"]) and res["mAP"] < 1.0

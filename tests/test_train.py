@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from data_pipelines import records, splits, video_io
-from victr_jax import config_lib, train
+from victr_jax import checkpointing, config_lib, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -153,7 +153,7 @@ def _demo_flags(tmp, steps, ckpt_every=2):
 
 
 def _latest_params(workdir):
-  step, state, data = train.restore_latest(str(workdir))
+  step, state, data = checkpointing.restore_latest(str(workdir))
   return step, state["params"], data
 
 

@@ -25,7 +25,6 @@ accuracy is the share of videos whose motion axis was right that also got the di
 right: frame averaging cannot do better than 0.5 there.
 """
 import argparse
-import importlib
 import json
 import os
 import shutil
@@ -36,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from configs import demo as demo_config_module
 from data_pipelines import pipeline, records, synthetic, video_ops
-from victr_jax import clip, data, models, pretrain, train, viz
+from victr_jax import clip, data, metrics, models, pretrain, train, viz
 
 ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
     ("clip_zero_shot", "CLIP zero-shot, frame average"),
@@ -106,10 +106,7 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
 
 # ------------------------------------------------------------------ 3. runs
 def demo_config(variant, setting, steps, data_dir, ckpt):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where configs/ is
-  if root not in sys.path:
-    sys.path.insert(0, root)
-  cfg = importlib.import_module("configs.demo").get_config(
+  cfg = demo_config_module.get_config(
       f"variant={variant},setting={setting},steps={steps}")
   cfg.data.synthetic_dir = data_dir
   cfg.clip_checkpoint = ckpt
@@ -134,7 +131,7 @@ def row_result(setting, ev) -> dict:
     return {"top1": sets["test"]["top1"], **motion_scores(sets["test"]["confusion"])}
   base, novel = sets["base"]["top1"], sets["novel"]["top1"]
   return {"base_top1": base, "novel_top1": novel,
-          "harmonic_mean": 2 * base * novel / max(base + novel, 1e-12)}
+          "harmonic_mean": metrics.harmonic_mean(base, novel)}
 
 
 # ------------------------------------------------------------------ 4. results
@@ -163,7 +160,7 @@ def affinity_pictures(cfg, state, workdir, labels=(4, 5, 0)):
   first = {}
   for i in range(len(source)):
     first.setdefault(records.as_record(source[i]).labels[0], i)
-  ecfg = train._with_classes(cfg.data, len(names))  # pylint: disable=protected-access
+  ecfg = data.with_classes(cfg.data, len(names))
   views = [pipeline.eval_views(source[first[c]], ecfg)["frames"][0] for c in labels]
   out = jax.jit(model.apply)({"params": state["params"]}, jnp.asarray(np.stack(views)),
                              jnp.asarray(tokens), jnp.asarray(aux_tokens), jnp.asarray(aux_cats))

@@ -33,6 +33,9 @@ def main(argv):
   logging.info("config:\n%s", _CONFIG.value)
   try:
     train.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
+  except train.NonFiniteError as e:
+    print(f"victr_jax.main: error: {e}", file=sys.stderr)
+    sys.exit(1)
   except ValueError as e:
     if "config field" in str(e):
       print(f"victr_jax.main: error: {e}", file=sys.stderr)

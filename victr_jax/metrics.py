@@ -1,16 +1,20 @@
 """Classification metrics for video models, designed the scenic way.
 
-Per-batch functions return integer *sums and counts* (never per-batch means), so results
-add up exactly across devices (`jax.lax.psum`), hosts and batches; padded examples are
-excluded by a 0/1 mask. Shapes: B batch, V test views (clips x crops), C classes.
+In-jit metrics (`topk_correct`, the train step's accuracy) return integer *sums and
+counts*, never per-batch means, so they add up exactly over batches and devices; the
+evaluation (`victr_jax/evaluate.py`) gathers per-video scores to every host and feeds
+`ClassificationAccumulator`, which keeps counts too. Padded examples are excluded by a
+0/1 mask. Shapes: B batch, V test views (clips x crops), C classes.
 
 Ranking convention (used everywhere, in jnp and numpy alike, so they agree exactly):
 the rank of class c in a row of scores s is
   #{j : s_j > s_c} + #{j < c : s_j == s_c},
 i.e. the position of c in a stable descending sort, ties broken towards the lower class
 index (what `argmax` and `jax.lax.top_k` do). Class c is in the top-k iff rank < k, so
-top-k with k >= C is always correct (top-5 with fewer than 5 classes is top-C). Scores are
-assumed finite.
+top-k with k >= C is always correct (top-5 with fewer than 5 classes is top-C). A row with
+any non-finite score (NaN or inf: a diverged or damaged model) is never correct: it misses
+every top-k, counts against its class's accuracy, stays out of the confusion matrix, and
+is counted in `ClassificationAccumulator.nonfinite`.
 
 Average precision (multi-label, the Charades mAP) is order independent: tied scores are
 ranked together, so the precision at a positive with score s is
@@ -19,6 +23,7 @@ and AP is the mean of that over the class's positives. This equals
 `sklearn.metrics.average_precision_score` (what PySlowFast uses for Charades), and makes
 merging per-host accumulators exact whatever the order of examples.
 """
+import json
 import os
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
@@ -80,11 +85,12 @@ def topk_correct(logits, labels, k: int, mask=None) -> Tuple[jnp.ndarray, jnp.nd
   labels: (B,) int class indices (any value where mask is 0).
   k: python int (static); k >= C counts every unmasked row as correct.
   mask: (B,) 1 for real examples, 0 for padding; None means all real.
-  Accuracy = psum(sum) / psum(count) over devices, hosts and batches.
+  Accuracy = sum(sums) / sum(counts) over batches.
   """
   logits, labels = jnp.asarray(logits), jnp.asarray(labels)
   valid = jnp.ones(labels.shape, bool) if mask is None else jnp.asarray(mask) > 0
-  hit = (_label_rank(jnp, logits, labels) < k) & valid
+  finite = jnp.isfinite(logits).all(axis=-1)
+  hit = (_label_rank(jnp, logits, labels) < k) & valid & finite
   return hit.sum(dtype=jnp.int32), valid.sum(dtype=jnp.int32)
 
 
@@ -137,6 +143,7 @@ class ClassificationAccumulator:
     self.num_examples = 0
     self.confusion = None if multi_label else np.zeros((num_classes,) * 2, np.int64)
     self.topk_hits = {k: 0 for k in self.topk}
+    self.nonfinite = np.zeros((num_classes,), np.int64)  # per true class (multi-label: any)
     self._scores, self._labels = [], []
 
   def update(self, scores, labels, mask=None) -> None:
@@ -159,20 +166,30 @@ class ClassificationAccumulator:
     self.num_examples += len(scores)
 
   def _update_single_label(self, scores: np.ndarray, labels: np.ndarray) -> None:
-    """Confusion and top-k counts for unmasked rows: (N, C), (N,) int."""
+    """Confusion and top-k counts for unmasked rows: (N, C), (N,) int. Rows with a
+    non-finite score count only in `nonfinite` (never correct)."""
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
       raise ValueError(f"single-label labels must be (B,) ints, got {labels.dtype} {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
       raise ValueError("single-label labels out of range [0, num_classes)")
+    finite = np.isfinite(scores).all(axis=-1)
+    np.add.at(self.nonfinite, labels[~finite], 1)
+    scores, labels = scores[finite], labels[finite]
     np.add.at(self.confusion, (labels, scores.argmax(axis=-1)), 1)
     rank = _label_rank(np, scores, labels)
     for k in self.topk:
       self.topk_hits[k] += int((rank < k).sum())
 
   def _update_multi_label(self, scores: np.ndarray, labels: np.ndarray) -> None:
-    """Stores unmasked rows: (N, C) scores, (N, C) multi-hot labels."""
+    """Stores unmasked rows: (N, C) scores, (N, C) multi-hot labels. A row with a
+    non-finite score is stored with every score -inf and never counts as a hit."""
     if labels.shape != scores.shape:
       raise ValueError(f"multi-label labels must be (B, C) multi-hot, got {labels.shape}")
+    bad = ~np.isfinite(scores).all(axis=-1)
+    if bad.any():
+      scores = scores.copy()
+      scores[bad] = -np.inf
+      self.nonfinite[0] += int(bad.sum())
     self._scores.append(scores)
     self._labels.append(labels > 0)
 
@@ -182,6 +199,7 @@ class ClassificationAccumulator:
         self.num_classes, self.multi_label, self.topk):
       raise ValueError("cannot merge accumulators with different settings")
     self.num_examples += other.num_examples
+    self.nonfinite += other.nonfinite
     if self.multi_label:
       self._scores += other._scores
       self._labels += other._labels
@@ -203,7 +221,7 @@ class ClassificationAccumulator:
     and, multi-label, 'mAP'. Undefined values (nothing to average) are nan."""
     if self.multi_label:
       return self._multi_label_result()
-    n, rows = self.num_examples, self.confusion.sum(axis=1)
+    n, rows = self.num_examples, self.confusion.sum(axis=1) + self.nonfinite
     out = {f"top{k}": _ratio(self.topk_hits[k], n) for k in self.topk}
     present = rows > 0
     recall = np.diag(self.confusion)[present] / rows[present]
@@ -223,11 +241,12 @@ class ClassificationAccumulator:
     scores, labels = self.arrays()
     ranks = _ranks(scores)
     has_pos = labels.any(axis=1)
+    finite = np.isfinite(scores).all(axis=1)  # rows stored as -inf: never a hit
     out = {}
     for k in self.topk:
-      hit = ((ranks < k) & labels).any(axis=1)
+      hit = ((ranks < k) & labels).any(axis=1) & finite
       out[f"top{k}"] = _ratio(hit[has_pos].sum(), has_pos.sum())
-    found = (ranks < labels.sum(axis=1, keepdims=True)) & labels
+    found = (ranks < labels.sum(axis=1, keepdims=True)) & labels & finite[:, None]
     present = labels.any(axis=0)
     recall = found.sum(axis=0)[present] / labels.sum(axis=0)[present]
     out["mean_class_accuracy"] = float(recall.mean()) if present.any() else float("nan")
@@ -252,6 +271,15 @@ def harmonic_mean(a: float, b: float) -> float:
   """2ab / (a + b), e.g. base-to-novel HM of base and novel accuracy; 0 when a + b == 0."""
   a, b = float(a), float(b)
   return 2.0 * a * b / (a + b) if a + b else 0.0
+
+
+def write_scalars(writer, jsonl_path: str, step: int, scalars: dict) -> None:
+  """Writes scalars to a clu metric writer (None: skipped) and appends them as one JSON
+  line {"step": step, **scalars} to `jsonl_path` (what the demo and viz read)."""
+  if writer is not None:
+    writer.write_scalars(int(step), scalars)
+  with open(jsonl_path, "a") as f:
+    f.write(json.dumps({"step": int(step), **scalars}) + "\n")
 
 
 # Confusion matrix picture ----------------------------------------------------------------
