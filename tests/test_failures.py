@@ -51,7 +51,9 @@ def test_checkpoints_are_sealed_with_checksums(trained):
     sums = json.load(open(step_dir / checkpointing.CHECKSUMS))
     assert sums["algorithm"] == "sha256"
     assert any("/d/" in f for f in sums["files"])  # the array files are covered
-    assert checkpointing.verify(str(step_dir)) is None
+    assert "data/metadata" in sums["files"]  # and the input position
+    assert checkpointing.verify(str(step_dir)) == (checkpointing.OK, "")
+  assert not list((trained / "wd" / "checkpoints").glob("*tmp*"))
 
 
 def test_damaged_checkpoint_is_named_and_resume_uses_the_previous_one(trained, tmp_path, capsys):
@@ -73,7 +75,7 @@ def test_damaged_checkpoint_is_named_and_resume_uses_the_previous_one(trained, t
   assert (wd / checkpointing.DAMAGED_DIR / "4").is_dir()
   assert int(res["state"]["step"]) == 6
   assert "[train] step 3/6" in out  # resumed after step 2, not 4
-  assert checkpointing.verify(str(wd / "checkpoints" / "4")) is None  # written again
+  assert checkpointing.verify(str(wd / "checkpoints" / "4"))[0] == checkpointing.OK  # again
   assert all(np.isfinite(r["top1"]) for r in res["eval"]["sets"].values())
 
 
@@ -81,14 +83,34 @@ def test_damaged_metadata_and_unsealed_steps(trained, tmp_path, capsys):
   wd = _copy(trained, tmp_path)
   step4 = wd / "checkpoints" / "4"
   (step4 / "data" / "metadata").write_text("{not json")  # the input position's JSON
-  os.remove(step4 / checkpointing.CHECKSUMS)  # unsealed: the restore itself must notice
-  step, _, data = checkpointing.restore_latest(str(wd))
+  os.remove(step4 / checkpointing.CHECKSUMS)  # as if written before checksums existed
+  step, _, data = checkpointing.restore_latest(str(wd))  # inference skips it
   assert step == 2 and "iterators" in data
-  assert "step 4 is damaged" in capsys.readouterr().out
-  for f in _array_files(str(wd / "checkpoints" / "2")):  # and now the other one too
+  assert "step 4 (no checksums) cannot be restored" in capsys.readouterr().out
+  c = _demo_cfg(trained, steps=6, checkpoint_every=2, keep_checkpoints=3)
+  with pytest.raises(ValueError, match=r"checkpoint step 4 .*no checksums and does not restore"):
+    train.run(c, str(wd), mode="train")  # training cannot tell damage from a config change
+  assert step4.is_dir()  # and moves nothing it cannot call damaged
+  for f in _array_files(str(wd / "checkpoints" / "2")):  # the sealed one, damaged
     _flip_bits(f)
   with pytest.raises(ValueError, match="no intact checkpoint"):
     checkpointing.restore_latest(str(wd))
+
+
+def test_evaluation_skips_damage_without_moving_and_a_changed_config_is_no_damage(
+    trained, tmp_path, capsys):
+  wd = _copy(trained, tmp_path)
+  for f in _array_files(str(wd / "checkpoints" / "4")):
+    _flip_bits(f)
+  c = _demo_cfg(trained, steps=4, checkpoint_every=2, keep_checkpoints=3)
+  res = train.run(c, str(wd), mode="eval")
+  assert int(res["eval"]["step"]) == 2 and "step 4 is damaged" in capsys.readouterr().out
+  assert (wd / "checkpoints" / "4").is_dir() and not (wd / checkpointing.DAMAGED_DIR).exists()
+  c.model.head.num_layers = 2  # another parameter tree: intact step 2 is not "damaged"
+  with pytest.raises(ValueError, match=r"step 2 .*intact .*config changed"):
+    train.run(c, str(wd), mode="eval")
+  assert (wd / "checkpoints" / "2").is_dir()
+  assert json.load(open(wd / "config.json"))["model"]["head"]["num_layers"] == 1  # kept
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(trained, tmp_path,

@@ -1,89 +1,103 @@
-"""Checkpoints of a work directory: orbax steps, each sealed with a checksum, never a
+"""Checkpoints of a work directory: orbax steps, each sealed with checksums, never a
 damaged one restored.
 
   ckpt = Checkpointer(workdir, keep=3)
-  found = ckpt.restore(abstract_state)       # (step, state, data) of the newest intact step
-  ckpt.save(step, state, {"iterators": ...})  # asynchronous; sealed once written
+  found = ckpt.restore(abstract_state)        # (step, state, data) of the newest intact step
+  ckpt.save(step, state, {"iterators": ...})  # asynchronous; sealed before it is committed
   ckpt.close()
   step, state, data = restore_latest(workdir)  # inference: newest intact step, one device
 
 Layout: `WORKDIR/checkpoints/STEP/{state,data}` as orbax writes them (a step directory
-appears only when complete), plus `STEP/checksums.json`: the SHA-256 of every file of the
-step, written once orbax has finished the step. Restoring verifies it; a step whose files
-do not match, whose metadata cannot be read, or whose parameters are not finite is named,
-moved to `WORKDIR/damaged_checkpoints/` (training; inference only skips it), and the
-previous step is tried. A step without checksums (written before they existed, or a run
-killed between orbax's commit and the seal) is restored unverified, with a note.
+appears only once complete), plus `STEP/checksums.json`, the SHA-256 of every file of the
+step but orbax's `_CHECKPOINT_METADATA` (its commit time, written after the seal). Process 0 writes it in orbax's finalisation thread after the files are written and
+before the temporary directory is committed, so every committed step carries its
+checksums and the training loop never waits for the hashing.
+
+Restoring verifies the newest step first. A step whose files do not match, or whose
+parameters are not finite, is damaged: it is named, moved to `WORKDIR/damaged_checkpoints/`
+(training; evaluation and inference only skip it) and the previous step is tried. A step
+that verifies but does not restore is not damage (a changed config, say): the error is
+raised, naming the step. A step without checksums (written before they existed) is
+restored unverified; if it cannot be restored it is skipped by inference and reported by
+training, which cannot tell damage from a changed config there.
 """
 import hashlib
 import json
 import os
-import shutil
+import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from jax.experimental import multihost_utils
 
 CHECKSUMS = "checksums.json"
+# orbax rewrites the step's own metadata (commit time) after the seal: not covered.
+UNSEALED_FILES = (CHECKSUMS, "_CHECKPOINT_METADATA")
 DAMAGED_DIR = "damaged_checkpoints"
+OK, UNSEALED, DAMAGED = 0, 1, 2
 
 
 def _say(msg: str) -> None:
-  """A message the user must see (damage, skipped steps): log and print (process 0)."""
+  """A message the user must see (damage, skipped steps): logged, and printed by process 0."""
   logging.warning(msg)
   if jax.process_index() == 0:
     print(f"[checkpoint] {msg}", flush=True)
 
 
-def _files(step_dir: str) -> list[str]:
-  """Relative paths of every file of a step directory except the checksums, sorted."""
+def _files(step_dir: epath.Path) -> list[str]:
+  """Relative paths of the files of a step directory that its checksums cover, sorted."""
   out = []
-  for root, _, names in os.walk(step_dir):
-    for name in names:
-      rel = os.path.relpath(os.path.join(root, name), step_dir)
-      if rel != CHECKSUMS:
-        out.append(rel)
-  return sorted(out)
+  for root, _, names in step_dir.walk():
+    out += [str((epath.Path(root) / n).relative_to(step_dir)) for n in names]
+  return sorted(rel for rel in out if rel not in UNSEALED_FILES)
 
 
-def _sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.file_digest(f, "sha256").hexdigest()
+def _sha256(path: epath.Path) -> str:
+  h = hashlib.sha256()
+  with path.open("rb") as f:
+    for block in iter(lambda: f.read(1 << 22), b""):
+      h.update(block)
+  return h.hexdigest()
 
 
-def seal(step_dir: str) -> None:
-  """Writes STEP/checksums.json (atomically) for a step orbax has finished writing."""
-  sums = {rel: _sha256(os.path.join(step_dir, rel)) for rel in _files(step_dir)}
-  tmp = os.path.join(step_dir, CHECKSUMS + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump({"algorithm": "sha256", "files": sums}, f, indent=0)
-  os.replace(tmp, os.path.join(step_dir, CHECKSUMS))
+def seal(step_dir) -> None:
+  """Writes STEP/checksums.json (through a temporary name) for a fully written step."""
+  step_dir = epath.Path(step_dir)
+  sums = {rel: _sha256(step_dir / rel) for rel in _files(step_dir)}
+  tmp = step_dir / (CHECKSUMS + ".tmp")
+  tmp.write_text(json.dumps({"algorithm": "sha256", "files": sums}, indent=0))
+  tmp.rename(step_dir / CHECKSUMS)
 
 
-def verify(step_dir: str):
-  """None when the step matches its checksums; 'unsealed' when it has none; otherwise a
-  message naming the damaged or missing files."""
-  path = os.path.join(step_dir, CHECKSUMS)
-  if not os.path.exists(path):
-    return "unsealed"
+def verify(step_dir) -> tuple[int, str]:
+  """(OK, ''), (UNSEALED, '') when the step has no checksums, or (DAMAGED, a message
+  naming the damaged or missing files)."""
+  step_dir = epath.Path(step_dir)
+  path = step_dir / CHECKSUMS
+  if not path.exists():
+    return UNSEALED, ""
   try:
-    with open(path) as f:
-      sums = json.load(f)["files"]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    return f"{path} is unreadable ({type(e).__name__}: {e})"
+    sums = json.loads(path.read_text())["files"]
+    items = list(sums.items())
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    return DAMAGED, f"{path} is unreadable ({type(e).__name__}: {e})"
   bad = []
-  for rel, digest in sums.items():
-    full = os.path.join(step_dir, rel)
-    if not os.path.isfile(full):
+  for rel, digest in items:
+    try:
+      if _sha256(step_dir / rel) != digest:
+        bad.append(f"{rel} (checksum mismatch)")
+    except FileNotFoundError:
       bad.append(f"{rel} (missing)")
-    elif _sha256(full) != digest:
-      bad.append(f"{rel} (checksum mismatch)")
+    except OSError as e:
+      bad.append(f"{rel} (unreadable: {e})")
   if bad:
     shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-    return f"damaged files in {step_dir}: {shown}"
-  return None
+    return DAMAGED, f"damaged files in {step_dir}: {shown}"
+  return OK, ""
 
 
 def _all_finite(tree) -> bool:
@@ -92,45 +106,74 @@ def _all_finite(tree) -> bool:
             if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
   if not leaves:
     return True
-  return bool(jax.jit(lambda xs: jnp.stack([jnp.isfinite(x).all() for x in xs]).all())(leaves))
+  check = jax.jit(lambda xs: jnp.stack([jnp.isfinite(x).all() for x in xs]).all())
+  return bool(np.asarray(multihost_utils.process_allgather(check(leaves))).all()
+              if jax.process_count() > 1 else check(leaves))
 
 
-def _steps(ckdir: str) -> list[int]:
-  """Completed steps under a checkpoints directory, newest first."""
-  if not os.path.isdir(ckdir):
+def _steps(ckdir: epath.Path) -> list[int]:
+  """Committed steps under a checkpoints directory, newest first."""
+  if not ckdir.is_dir():
     return []
-  return sorted((int(d) for d in os.listdir(ckdir) if d.isdigit()), reverse=True)
+  return sorted((int(p.name) for p in ckdir.iterdir() if p.name.isdigit()), reverse=True)
 
 
-def newest_intact(ckdir: str, load, quarantine: str = ""):
+def _verdict(step_dir: epath.Path) -> tuple[int, str]:
+  """verify(), computed once by process 0 and shared with every process."""
+  code, msg = verify(step_dir) if jax.process_index() == 0 else (OK, "")
+  if jax.process_count() > 1:
+    code = int(multihost_utils.broadcast_one_to_all(np.int32(code)))
+  return code, msg
+
+
+def _quarantine(step_dir: epath.Path, dest_root: epath.Path) -> epath.Path:
+  """Moves a damaged step out of the checkpoints directory (kept for inspection)."""
+  dest = dest_root / step_dir.name
+  if dest.exists():  # damaged again after an earlier move: keep both
+    dest = dest_root / f"{step_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+  if jax.process_index() == 0:
+    dest_root.mkdir(parents=True, exist_ok=True)
+    step_dir.rename(dest)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"quarantined {step_dir}")
+  return dest
+
+
+def newest_intact(ckdir, load, quarantine=None):
   """(step, load(step)) for the newest step that verifies, loads and holds finite
-  parameters; None when there is none. Damaged steps are named and, when `quarantine`
-  is a directory, moved there (process 0) so that training can write that step again."""
+  parameters; None when there is none. `load(step)` returns the state or (state, extra).
+  quarantine: a directory to move damaged steps to (training), or None (skip them).
+  See the module docstring for what counts as damage."""
+  ckdir = epath.Path(ckdir)
+  if jax.process_count() > 1:  # every process lists after any earlier move
+    multihost_utils.sync_global_devices(f"list {ckdir}")
   for step in _steps(ckdir):
-    step_dir = os.path.join(ckdir, str(step))
-    problem = verify(step_dir)
-    if problem in (None, "unsealed"):
+    step_dir = ckdir / str(step)
+    code, problem = _verdict(step_dir)
+    if code != DAMAGED:
       try:
         loaded = load(step)
-        if _all_finite(loaded[0] if isinstance(loaded, tuple) else loaded):
-          if problem == "unsealed":
-            logging.info("checkpoint step %d has no checksums (older run, or stopped while "
-                         "sealing): restored unverified", step)
-          return step, loaded
-        problem = f"{step_dir} holds non-finite (NaN or inf) parameters"
       except Exception as e:  # pylint: disable=broad-except
-        problem = f"{step_dir} cannot be restored ({type(e).__name__}: {str(e)[:300]})"
+        why = f"{type(e).__name__}: {str(e)[:500]}"
+        if code == OK:
+          raise ValueError(f"checkpoint step {step} ({step_dir}) is intact (its checksums "
+                           f"match) but does not restore into this run's state; was the "
+                           f"config changed? {why}") from e
+        if quarantine is not None:
+          raise ValueError(f"checkpoint step {step} ({step_dir}) has no checksums and does "
+                           f"not restore ({why}). If it is damaged, move it out of "
+                           f"{ckdir} and run again; otherwise check the config.") from e
+        _say(f"step {step} (no checksums) cannot be restored ({why}); skipped")
+        continue
+      if _all_finite(loaded[0] if isinstance(loaded, tuple) else loaded):
+        if code == UNSEALED:
+          _say(f"step {step} has no checksums (written before they existed): restored "
+               "unverified")
+        return step, loaded
+      problem = f"{step_dir} holds non-finite (NaN or inf) values"
     where = "skipped"
-    if quarantine:
-      dest = os.path.join(quarantine, str(step))
-      if jax.process_index() == 0:
-        os.makedirs(quarantine, exist_ok=True)
-        if os.path.exists(dest):
-          shutil.rmtree(dest)
-        shutil.move(step_dir, dest)
-      if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(f"quarantined checkpoint {step}")
-      where = f"moved to {dest}"
+    if quarantine is not None:
+      where = f"moved to {_quarantine(step_dir, epath.Path(quarantine))}"
     _say(f"step {step} is damaged: {problem}; {where}; trying the previous step")
   return None
 
@@ -138,26 +181,39 @@ def newest_intact(ckdir: str, load, quarantine: str = ""):
 class Checkpointer:
   """The train state and input position of a work directory, saved every N steps.
 
-  save(step, state, data): asynchronous (orbax); the step is sealed with its checksums
-  when it is complete (at the next save, `wait` or `close`). restore(abstract): newest
-  intact step or None; damaged steps are named and moved aside.
+  save(step, state, data): asynchronous (orbax), sealed with checksums before commit.
+  restore(abstract): newest intact step or None. read_only: damaged steps are skipped, not
+  moved (evaluation beside a running trainer must not touch its directory).
   """
 
-  def __init__(self, workdir: str, keep: int):
-    self.workdir = os.path.abspath(workdir)  # orbax wants absolute paths
-    self.dir = os.path.join(self.workdir, "checkpoints")
-    self._keep = keep
-    self._pending = None
-    self._manager = None
+  def __init__(self, workdir: str, keep: int, read_only: bool = False):
+    self.workdir = os.path.abspath(workdir) if "://" not in workdir else workdir
+    self.dir = epath.Path(self.workdir) / "checkpoints"
+    self.read_only = read_only
+    self._keep, self._sealing, self._manager = keep, None, None
 
   @property
   def manager(self) -> ocp.CheckpointManager:
-    if self._manager is None:  # opened after restore has moved damaged steps aside
+    if self._manager is None:
       self._manager = ocp.CheckpointManager(
           self.dir, options=ocp.CheckpointManagerOptions(
-              max_to_keep=self._keep, enable_async_checkpointing=True),
+              max_to_keep=self._keep, enable_async_checkpointing=True,
+              async_options=ocp.AsyncOptions(post_finalization_callback=self._seal_written)),
           item_names=("state", "data"))
     return self._manager
+
+  def _seal_written(self) -> None:
+    """orbax's hook (its finalisation thread, every process): the step's files are
+    written, its temporary directory not yet committed. Process 0 seals it there."""
+    step = self._sealing
+    if jax.process_index() != 0 or step is None:
+      return
+    tmp = list(self.dir.glob(f"{step}.orbax-checkpoint-tmp*"))
+    target = tmp[0] if len(tmp) == 1 else self.dir / str(step)
+    if target.is_dir():
+      seal(target)
+    else:
+      logging.warning("checkpoint step %d: no directory to seal in %s", step, self.dir)
 
   def restore(self, abstract_state):
     """(step, state, data) of the newest intact step, laid out as `abstract_state`
@@ -168,56 +224,55 @@ class Checkpointer:
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
       return restored["state"], restored["data"]
 
-    found = newest_intact(self.dir, load, os.path.join(self.workdir, DAMAGED_DIR))
+    found = newest_intact(self.dir, load,
+                          None if self.read_only else epath.Path(self.workdir) / DAMAGED_DIR)
+    if self._manager is not None:
+      self._manager.reload()  # it listed steps that may have been moved since
     if found is None:
       return None
-    if self._manager is not None:
-      self._manager.reload()
     step, (state, data) = found
     return step, state, data
 
   def save(self, step: int, state, data: dict) -> None:
-    self._seal_pending()
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    data=ocp.args.JsonSave(data)))
-    self._pending = step
-
-  def _seal_pending(self) -> None:
-    if self._pending is None:
-      return
-    self.manager.wait_until_finished()
-    step_dir = os.path.join(self.dir, str(self._pending))
-    if jax.process_index() == 0 and os.path.isdir(step_dir):
-      seal(step_dir)
-    self._pending = None
+    if self.read_only:
+      raise ValueError(f"{self.dir}: read-only checkpointer cannot save")
+    self.manager.wait_until_finished()  # the previous step's seal must not see this step
+    self._sealing = step
+    if not self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data))):
+      raise ValueError(f"checkpoint step {step} was not saved: {self.dir} already holds "
+                       f"step {self.manager.latest_step()}")
 
   def wait(self) -> None:
-    """Blocks until the last save is written and sealed."""
-    if self._manager is not None:
-      self.manager.wait_until_finished()
-    self._seal_pending()
+    """Blocks until the last save is written and sealed; warns if it did not land."""
+    if self._manager is None:
+      return
+    self._manager.wait_until_finished()
+    if self._sealing is not None and not (self.dir / str(self._sealing)).is_dir():
+      _say(f"step {self._sealing} was not written to {self.dir} (see the log)")
+    self._sealing = None
 
   def close(self) -> None:
     self.wait()
     if self._manager is not None:
       self._manager.close()
+      self._manager = None
 
 
 def restore_latest(workdir: str):
   """(step, state, data) of a work directory's newest intact checkpoint, restored onto
   this process's first device whatever mesh wrote it (inference and inspection).
   Damaged steps are named and skipped (left in place)."""
-  ckdir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  ckdir = epath.Path(os.path.abspath(workdir) if "://" not in workdir else workdir) / "checkpoints"
   ck = ocp.StandardCheckpointer()
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
   def load(step):
-    path = os.path.join(ckdir, str(step))
+    path = ckdir / str(step)
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
-                          ck.metadata(os.path.join(path, "state")).item_metadata)
-    state = ck.restore(os.path.join(path, "state"), target)
-    with open(os.path.join(path, "data", "metadata")) as f:
-      return state, json.load(f)
+                          ck.metadata(path / "state").item_metadata)
+    state = ck.restore(path / "state", target)
+    return state, json.loads((path / "data" / "metadata").read_text())
 
   found = newest_intact(ckdir, load)
   if found is None:

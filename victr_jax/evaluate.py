@@ -102,7 +102,8 @@ class Evaluator:
       acc.update(np.asarray(metrics.aggregate_views(logits, how)), local["label"], local["mask"])
     res = acc.result()
     res.update(nonfinite_videos=int(acc.nonfinite.sum()), corrupt_videos=int(stats.corrupt),
-               corrupt_where=stats.where[:20], group=ecfg.get("group", name), seconds=round(time.time() - t0, 1))
+               corrupt_where=stats.where[:20], group=ecfg.get("group", name),
+               seconds=round(time.time() - t0, 1))
     confusion = None
     if not self.multi_label and len(names) <= MAX_CONFUSION_CLASSES:  # rows true, cols predicted
       confusion = acc.confusion

@@ -182,7 +182,8 @@ class ClassificationAccumulator:
 
   def _update_multi_label(self, scores: np.ndarray, labels: np.ndarray) -> None:
     """Stores unmasked rows: (N, C) scores, (N, C) multi-hot labels. A row with a
-    non-finite score is stored with every score -inf and never counts as a hit."""
+    non-finite score is stored with every score -inf: it is never a hit, and for mAP its
+    positives rank below every finite score (tied last)."""
     if labels.shape != scores.shape:
       raise ValueError(f"multi-label labels must be (B, C) multi-hot, got {labels.shape}")
     bad = ~np.isfinite(scores).all(axis=-1)

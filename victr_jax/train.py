@@ -100,8 +100,7 @@ class _TrainLog:
             f"{m['flops_per_sec'] / 1e9:.1f} GFLOP/s ETA {eta:.0f}s", flush=True)
       if self.stats.corrupt > self.reported_corrupt:
         print(f"[train] {self.stats.corrupt} corrupt training videos skipped so far "
-              f"(this process), e.g. {self.stats.where[self.reported_corrupt:][:3]}",
-              flush=True)
+              f"(this process), e.g. {self.stats.where[-3:]}", flush=True)
         self.reported_corrupt = self.stats.corrupt
     self.t_last, self.last_step = time.time(), done
 
@@ -155,8 +154,9 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   clip_params = _load_clip(config)
   os.makedirs(workdir, exist_ok=True)
   host = jax.process_index()
-  if host == 0:  # what victr-classify and later evaluations rebuild the model from
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+  config_path = os.path.join(workdir, "config.json")
+  if host == 0 and (mode != "eval" or not os.path.exists(config_path)):
+    with open(config_path, "w") as f:  # what victr-classify rebuilds the model from
       f.write(config.to_json_best_effort(indent=2))
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
@@ -175,7 +175,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   if train_source is not None:
     train_iter = iter(pipeline.train_dataset(train_source, data.with_classes(dcfg, len(text.names)),
                                              host, jax.process_count(), stats))
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, read_only=mode == "eval")
   found = ckpt.restore(jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
   start = 0
@@ -202,35 +202,36 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   log = _TrainLog(config, workdir, writer, num_steps, start, stats,
                   optim.schedule(config_lib.optim_config(config, num_steps), num_steps))
   log.last_good = start or None
-  if mode in ("train", "train_and_eval") and start < num_steps:
-    if host == 0:
-      logging.info("training %s: %.1fM params, %d steps, mesh %s, %d process(es)",
-                   config.model.name, st.num_params / 1e6, num_steps, dict(mesh.shape),
-                   jax.process_count())
-    for step in range(start, num_steps):
-      batch = pipeline.to_global(next(train_iter), batch_sh)
-      with mesh, nn.logical_axis_rules(rules):
-        if step == start:  # compile once, ahead of time, and read its FLOPs
-          p_train, log.flops_per_step = _compile(p_train, state, batch, *train_text)
-        state, m = p_train(state, batch, *train_text)
-      done = step + 1
-      log.add(done, m)
-      if done % config.log_every == 0 or done == num_steps:
-        log.write(done, host)
-      if done % config.checkpoint_every == 0 or done == num_steps or terminate.requested:
-        log.check_finite()  # never save a state that is not finite
-        ckpt.save(done, state, {"iterators": _iterator_states(train_iter, host)})
-        log.last_good = done
-      if terminate.requested:
-        ckpt.close()
-        logging.warning("stopped by SIGTERM at step %d; checkpoint written", done)
-        writer.flush()
-        return {"stopped_at": done, "state": state}
-      if config.eval_every and done % config.eval_every == 0 and done < num_steps and (
-          mode == "train_and_eval"):
-        evaluate_at(state["params"], done)
-    ckpt.wait()
-  results = evaluate_at(state["params"], int(state["step"])) if mode != "train" else {}
-  writer.flush()
-  ckpt.close()
-  return {"eval": results, "state": state}
+  try:  # whatever stops the loop, the last save is finished and sealed
+    if mode in ("train", "train_and_eval") and start < num_steps:
+      if host == 0:
+        logging.info("training %s: %.1fM params, %d steps, mesh %s, %d process(es)",
+                     config.model.name, st.num_params / 1e6, num_steps, dict(mesh.shape),
+                     jax.process_count())
+      for step in range(start, num_steps):
+        batch = pipeline.to_global(next(train_iter), batch_sh)
+        with mesh, nn.logical_axis_rules(rules):
+          if step == start:  # compile once, ahead of time, and read its FLOPs
+            p_train, log.flops_per_step = _compile(p_train, state, batch, *train_text)
+          state, m = p_train(state, batch, *train_text)
+        done = step + 1
+        log.add(done, m)
+        if done % config.log_every == 0 or done == num_steps:
+          log.write(done, host)
+        if done % config.checkpoint_every == 0 or done == num_steps or terminate.requested:
+          log.check_finite()  # never save a state that is not finite
+          ckpt.save(done, state, {"iterators": _iterator_states(train_iter, host)})
+          log.last_good = done
+        if terminate.requested:
+          logging.warning("stopped by SIGTERM at step %d; checkpoint written", done)
+          return {"stopped_at": done, "state": state}
+        if config.eval_every and done % config.eval_every == 0 and done < num_steps and (
+            mode == "train_and_eval"):
+          log.check_finite()
+          evaluate_at(state["params"], done)
+      log.check_finite()
+    return {"eval": evaluate_at(state["params"], int(state["step"])) if mode != "train" else {},
+            "state": state}
+  finally:
+    writer.flush()
+    ckpt.close()
