@@ -26,7 +26,7 @@ def atomic_write(path: str, data: str | bytes) -> None:
     raise
 
 
-def read_json(path: str) -> Optional[Any]:
+def read_json_or_none(path: str) -> Optional[Any]:
   """A JSON file's contents, or None when it is missing or unreadable."""
   try:
     with open(path, encoding="utf-8") as f:

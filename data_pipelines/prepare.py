@@ -176,7 +176,7 @@ def write_classes(out: str, classes: list[str]) -> None:
 def write_manifest(out: str, layout: str, ds: Dataset, entries: dict) -> dict:
   """manifest.json, keeping the entries of splits prepared by earlier runs."""
   path = os.path.join(out, "manifest.json")
-  old = fileio.read_json(path) or {}
+  old = fileio.read_json_or_none(path) or {}
   manifest = {"layout": layout, "num_classes": len(ds.classes),
               "splits": {**old.get("splits", {}), **entries}}
   fileio.write_json(path, manifest)

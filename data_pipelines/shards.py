@@ -47,7 +47,7 @@ def fingerprint(settings: dict, items: list[VideoItem]) -> str:
 
 def shard_done(path: str, fp: str) -> bool:
   """Whether a shard is in place with its sidecar for the same settings and items."""
-  side = fileio.read_json(sidecar_path(path)) if os.path.isfile(path) else None
+  side = fileio.read_json_or_none(sidecar_path(path)) if os.path.isfile(path) else None
   return bool(side) and side.get("fingerprint") == fp
 
 
@@ -117,7 +117,7 @@ def run_shard(task: dict, progress: Callable[[int], None] = lambda k: None) -> d
 
 def read_sidecar(shard: str) -> dict:
   """A shard's sidecar ({} when missing or unreadable)."""
-  return fileio.read_json(sidecar_path(shard)) or {}
+  return fileio.read_json_or_none(sidecar_path(shard)) or {}
 
 
 # ----------------------------------------------------------------------------- workers

@@ -34,6 +34,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from data_pipelines import fileio
+
 CHECKSUMS = "checksums.json"
 # orbax rewrites the step's own metadata (commit time) after the seal: not covered.
 UNSEALED_FILES = (CHECKSUMS, "_CHECKPOINT_METADATA")
@@ -65,12 +67,10 @@ def _sha256(path: epath.Path) -> str:
 
 
 def seal(step_dir) -> None:
-  """Writes STEP/checksums.json (through a temporary name) for a fully written step."""
+  """Writes STEP/checksums.json (atomically) for a fully written step."""
   step_dir = epath.Path(step_dir)
   sums = {rel: _sha256(step_dir / rel) for rel in _files(step_dir)}
-  tmp = step_dir / (CHECKSUMS + ".tmp")
-  tmp.write_text(json.dumps({"algorithm": "sha256", "files": sums}, indent=0))
-  tmp.rename(step_dir / CHECKSUMS)
+  fileio.write_json(str(step_dir / CHECKSUMS), {"algorithm": "sha256", "files": sums})
 
 
 def verify(step_dir) -> tuple[int, str]:
