@@ -46,6 +46,8 @@ EXTRAS_REQUIRE = {
         "nbformat==5.11.1",
         "nbclient==0.11.0",
         "ipykernel==7.4.0",
+        # --mode=compile: XLA's TPU compiler, to compile for a slice on a CPU host.
+        "libtpu==0.0.42.1",
     ],
     # Checkpoint import from PyTorch formats (OpenAI TorchScript .pt, .bin, .safetensors).
     "torch": ["torch==2.14.1", "safetensors==0.8.0"],

@@ -236,8 +236,8 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
   """Raises ValueError naming the field at fault (before anything is compiled)."""
   import jax  # pylint: disable=g-import-not-at-top
   num_devices = num_devices or jax.device_count()
-  if mode not in ("train", "eval", "train_and_eval"):
-    raise ValueError(f"mode={mode!r}: expected train | eval | train_and_eval")
+  if mode not in ("train", "eval", "train_and_eval", "compile"):
+    raise ValueError(f"mode={mode!r}: expected train | eval | train_and_eval | compile")
   _check_keys(config, base())
   models.validate(config.model)
   shape = sharding.mesh_shape(config.mesh, num_devices)
@@ -272,6 +272,8 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
       raise ValueError(f"config field optim.{field}={o[field]}: expected >= 0 (0: off)")
   if "{}" not in config.prompt_template:
     raise ValueError("config field prompt_template has no '{}' for the class name")
+  if mode == "compile":  # shapes only: no weights, no data
+    return
   if config.clip_checkpoint and not os.path.exists(config.clip_checkpoint):
     raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} does not exist")
   if mode != "eval":

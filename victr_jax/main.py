@@ -1,7 +1,7 @@
 """Train and/or evaluate from a config.
 
   python -m victr_jax.main --config=configs/demo.py[:args] --workdir=DIR \
-      [--config.key=value ...] [--mode=train|eval|train_and_eval]
+      [--config.key=value ...] [--mode=train|eval|train_and_eval|compile [--topology=v5e:8x8]]
 
 Runs unchanged on one CPU, on all local devices, and on every host of a pod (run the same
 command on each host; on TPU pods jax.distributed initialises itself; elsewhere pass
@@ -15,7 +15,10 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "work directory (checkpoints, metrics, results)")
-_MODE = flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval"], "what to run")
+_MODE = flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and_eval", "compile"],
+                          "what to run; compile: compile the steps for --topology and report")
+_TOPOLOGY = flags.DEFINE_string("topology", "local", "--mode=compile: a TPU slice libtpu knows "
+                                "(v5e:8x8, v4:2x2x2, ...) or local")
 _COORD = flags.DEFINE_string("coordinator", None, "multi-host: coordinator address HOST:PORT")
 _NPROC = flags.DEFINE_integer("num_processes", 1, "multi-host: number of processes")
 _PID = flags.DEFINE_integer("process_id", 0, "multi-host: this process's index")
@@ -32,6 +35,9 @@ def main(argv):
   from victr_jax import train  # pylint: disable=g-import-not-at-top
   logging.info("config:\n%s", _CONFIG.value)
   try:
+    if _MODE.value == "compile":
+      from victr_jax import compile_report  # pylint: disable=g-import-not-at-top
+      sys.exit(compile_report.run(_CONFIG.value, _WORKDIR.value, _TOPOLOGY.value))
     train.run(_CONFIG.value, _WORKDIR.value, _MODE.value)
   except train.NonFiniteError as e:
     print(f"victr_jax.main: error: {e}", file=sys.stderr)

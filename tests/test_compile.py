@@ -1,0 +1,86 @@
+"""--mode=compile: the steps compiled for a TPU slice on this CPU host (libtpu), with a
+report other tools can read; a step that does not fit is a report and exit status 3,
+before any data is read."""
+import importlib
+import json
+
+import pytest
+
+pytest.importorskip("libtpu", reason="--mode=compile for TPU slices needs libtpu (test extra)")
+
+from victr_jax import compile_report, data  # noqa: E402  pylint: disable=g-import-not-at-top
+
+KEYS = {"fits": bool, "hbm_bytes": int, "memory_bytes": dict, "flops": dict, "roofline": dict,
+        "collectives": dict}
+
+
+def _tiny(batch=16):
+  c = importlib.import_module("configs.demo").get_config("steps=10")
+  c.model.clip = "tiny"
+  c.data.batch_size = batch
+  c.data.eval_batch_size = 8
+  return c
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+  """Compiling must not read (or write) any data."""
+  def refuse(*a, **k):
+    raise AssertionError("compile mode opened a data source")
+  monkeypatch.setattr(data, "open_source", refuse)
+  monkeypatch.setattr(data, "ensure_synthetic", refuse)
+
+
+def test_tiny_config_compiles_for_a_v5e_slice_and_reports_every_field(tmp_path, no_data, capsys):
+  status = compile_report.run(_tiny(), str(tmp_path), "v5e:2x2")
+  assert status == compile_report.FITS
+  rep = json.load(open(tmp_path / "compile_report.json"))
+  for key, kind in KEYS.items():
+    assert isinstance(rep[key], kind), key
+  assert rep["fits"] is True and rep["chips"] == 4 and rep["chip"] == "v5e"
+  assert set(rep["memory_bytes"]) >= {"arguments", "temporaries", "outputs", "total"}
+  assert 0 < rep["memory_bytes"]["total"] < rep["hbm_bytes"]
+  assert set(rep["flops"]) >= {"xla_per_device", "model_per_device", "recompute_per_device"}
+  assert rep["flops"]["xla_per_device"] > 0 and rep["flops"]["model_per_device"] > 0
+  assert set(rep["roofline"]) >= {"compute_s", "memory_s", "communication_s", "step_s",
+                                  "mfu_bound"}
+  r = rep["roofline"]
+  assert r["step_s"] == max(r["compute_s"], r["memory_s"], r["communication_s"]) > 0
+  assert set(rep["collectives"]) == set(compile_report.COLLECTIVES)
+  # Data parallel over 4 chips: the gradients are all-reduced (or reduce-scattered).
+  assert rep["collectives"]["all-reduce"]["count"] + rep["collectives"]["reduce-scatter"][
+      "count"] > 0
+  out = capsys.readouterr().out
+  assert "[compile] v5e:2x2: 4 x v5e" in out and "roofline" in out
+
+
+def test_a_batch_far_too_large_is_a_does_not_fit_report(tmp_path, no_data, capsys):
+  status = compile_report.run(_tiny(batch=2 ** 18), str(tmp_path), "v5e:2x2")
+  assert status == compile_report.DOES_NOT_FIT
+  rep = json.load(open(tmp_path / "compile_report.json"))
+  assert rep["fits"] is False
+  out = capsys.readouterr().out
+  assert "does not fit" in out and "data.batch_size" in out
+
+
+def test_collectives_are_read_from_hlo_text():
+  hlo = "\n".join([
+      "%ag = bf16[1024,64]{1,0} all-gather(bf16[256,64]{1,0} %p), replica_groups=[1,4]<=[4]",
+      "%ar-start = f32[10]{0} all-reduce-start(f32[10]{0} %g), replica_groups={{0,1,2,3}}",
+      "%ar-done = f32[10]{0} all-reduce-done(f32[10]{0} %ar-start)",
+      "%rs = (f32[8]{0}, f32[8]{0}) reduce-scatter(f32[32]{0} %a, f32[32]{0} %b), "
+      "replica_groups=[1,4]<=[4]",
+  ])
+  col = compile_report.collectives(hlo)
+  assert col["all-gather"] == {"count": 1, "bytes": 1024 * 64 * 2,
+                               "moved_bytes": 1024 * 64 * 2 * 3 / 4}
+  assert col["all-reduce"]["count"] == 1 and col["all-reduce"]["bytes"] == 40  # done not counted
+  assert col["reduce-scatter"]["count"] == 1 and col["reduce-scatter"]["bytes"] == 64
+
+
+def test_tpu_mesh_replica_groups():
+  line = ("%ag = bf16[128,32]{0,1:T(8,128)(2,1)} all-gather(%p), channel_id=70, "
+          "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={1}")
+  col = compile_report.collectives(line)
+  assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 128 * 32 * 2
+  assert col["all-gather"]["moved_bytes"] == 128 * 32 * 2 * 3 / 4  # 4 devices per group

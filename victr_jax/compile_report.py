@@ -1,0 +1,373 @@
+"""--mode=compile: a config's train and eval steps compiled for a TPU slice (or the local
+devices) with no data, no weights and no accelerator; memory, FLOPs, a roofline estimate
+and the collectives reported.
+
+  python -m victr_jax.main --config=configs/k400.py:model=L/14 --mode=compile \
+      --topology=v5e:8x8 --workdir=DIR        # writes DIR/compile_report.json
+
+The state is built abstractly (`train_state.init_state(abstract=True)`: shapes, dtypes and
+shardings only) and the real steps are lowered with the config's mesh and shardings and
+compiled by XLA for the slice (libtpu compiles TPU programs on any host; MaxText's
+`train_compile.py` does the same). Exit status: 0 when both steps fit the chip's HBM, 3
+when one does not (the report names the largest buffers and the fields to change).
+"""
+import dataclasses
+import json
+import math
+import os
+import re
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from victr_jax import config_lib, evaluate, models, sharding, train_state
+from victr_jax.models import cost
+
+GIB = 2 ** 30
+FITS, DOES_NOT_FIT = 0, 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  """Published per-chip figures (sources: cloud.google.com/tpu/docs/<version>). ICI
+  bandwidth is the per-chip share of the pod's published all-reduce bandwidth (v5e:
+  51.2 TB/s over 256 chips; v4: 1.1 PB/s over 4096), or the per-chip ICI figure / 8."""
+  name: str
+  hbm_bytes: int     # capacity usable by programs (the published capacity less 0.25 GiB)
+  peak_flops: float  # bf16 FLOP/s
+  hbm_bw: float      # bytes/s
+  ici_bw: float      # bytes/s per chip for collectives
+  source: str
+
+
+CHIPS = {
+    "TPU v5 lite": Chip("v5e", int(15.75 * GIB), 197e12, 819e9, 51.2e12 / 256,
+                        "cloud.google.com/tpu/docs/v5e: 197 TFLOP/s bf16, 16 GB at 819 GB/s, "
+                        "all-reduce 51.2 TB/s per 256-chip pod"),
+    "TPU v4": Chip("v4", int(31.75 * GIB), 275e12, 1200e9, 1.1e15 / 4096,
+                   "cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16, 32 GiB at 1200 GB/s, "
+                   "all-reduce 1.1 PB/s per 4096-chip pod"),
+    "TPU v5": Chip("v5p", int(94.75 * GIB), 459e12, 2765e9, 4800e9 / 8,
+                   "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16, 95 GB at 2765 GB/s, "
+                   "ICI 4800 Gbps per chip"),
+    "TPU v6 lite": Chip("v6e", int(31.75 * GIB), 918e12, 1640e9, 3584e9 / 8,
+                        "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16, 32 GB at 1640 GB/s, "
+                        "ICI 3584 Gbps per chip"),
+}
+COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4,
+                "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8}
+
+
+def slice_devices(topology: str):
+  """The devices of a slice name libtpu knows ('v5e:8x8', 'v4:2x2x2', ...) or 'local'."""
+  if topology == "local":
+    return jax.devices()
+  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+  # No chip is used: let this process load libtpu beside another one (tests, plans).
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  try:
+    return topologies.get_topology_desc(topology_name=topology, platform="tpu").devices
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"--topology={topology}: not a slice libtpu knows ({type(e).__name__}: "
+                     f"{str(e)[:200]}); e.g. v5e:2x2, v5e:8x8, v4:2x2x2, or local (is jax[tpu] "
+                     "installed?)") from e
+
+
+def chip_of(device):
+  """The Chip of a device, or None (CPU, GPU or an unknown TPU: no roofline)."""
+  return CHIPS.get(getattr(device, "device_kind", ""))
+
+
+# ------------------------------------------------------------------ HLO collectives
+_SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16|c64)\[([\d,]*)\]")
+_OP = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0
+  for dtype, dims in _SHAPE.findall(text):
+    n = math.prod(int(d) for d in dims.split(",") if d) if dims else 1
+    total += n * _DTYPE_BYTES.get(dtype, 4)
+  return total
+
+
+def _group_size(line: str) -> int:
+  """Devices per replica group: `mesh['axis_0'=1,'axis_1'=4] {'axis_1'}` (TPU), the iota
+  form `[groups,size]<=[N]`, or explicit `{{0,1,2,3},...}`."""
+  m = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line)
+  if m:
+    sizes = {k.strip("' "): int(v) for k, v in re.findall(r"('[^']+')=(\d+)", m.group(1))}
+    return math.prod(sizes.get(a.strip("' "), 1) for a in m.group(2).split(",") if a.strip())
+  m = re.search(r"replica_groups=\[(\d+),(\d+)\]<=", line)
+  if m:
+    return int(m.group(2))
+  m = re.search(r"replica_groups=\{\{([\d,]*)\}", line)
+  return len(m.group(1).split(",")) if m and m.group(1) else 1
+
+
+def collectives(hlo_text: str) -> dict:
+  """{kind: {'count', 'bytes' (result bytes), 'moved_bytes' (per device, ring model)}}
+  of the collectives in a compiled (per-device) HLO module."""
+  out = {k: {"count": 0, "bytes": 0, "moved_bytes": 0.0} for k in COLLECTIVES}
+  for line in hlo_text.splitlines():
+    m = _OP.search(line)
+    if not m or "-done" in line.split("=")[0]:
+      continue
+    kind, size = m.group(2), _shape_bytes(m.group(1))
+    n = max(_group_size(line), 1)
+    moved = {"all-gather": size * (n - 1) / n, "reduce-scatter": size * (n - 1),
+             "all-reduce": 2 * size * (n - 1) / n, "all-to-all": size * (n - 1) / n,
+             "collective-permute": size}[kind]
+    out[kind]["count"] += 1
+    out[kind]["bytes"] += size
+    out[kind]["moved_bytes"] += moved
+  return out
+
+
+# ------------------------------------------------------------------ model FLOPs
+def model_flops(config, model, text, global_batch: int) -> dict:
+  """Useful FLOPs of one train step over all devices (models/cost.py): the image tower on
+  every frame, the head on every video, the text tower once on the n + m prompts;
+  forward + backward (x3) where trainable, forward only where frozen; and the forward
+  that remat recomputes."""
+  c, m, t = model.clip_cfg, config.model, config.data.num_frames
+  n = int(text.tokens.shape[0])
+  aux = 0 if text.aux_tokens is None else int(text.aux_tokens.shape[0])
+  length = int(text.tokens.shape[1])
+  image = cost.vit_flops(c.image_size, c.patch_size, c.vision_width, c.vision_layers,
+                         c.vision_width * 4, c.embed_dim) * global_batch * t
+  txt = cost.text_flops(length, c.text_width, c.text_layers, c.text_width * 4,
+                        c.embed_dim) * (n + aux)
+  head = 0.0
+  if m.name == "victr":
+    h = m.head
+    head = cost.head_flops(t, n, aux, c.embed_dim, width=h.get("width", 0) or 0,
+                           layers=h.num_layers, mlp_ratio=h.mlp_ratio,
+                           attention=h.attention) * global_batch
+  frozen_img, frozen_txt = m.get("freeze_image_tower", False), m.get("freeze_text_tower", False)
+  useful = (image * (1 if frozen_img else 3) + txt * (1 if frozen_txt else 3) + head * 3)
+  recompute = 0.0
+  if m.get("remat", False):
+    recompute += 0 if frozen_img else image
+    recompute += 0 if frozen_txt else txt
+    recompute += head if m.get("remat_head", True) else 0.0
+  return {"useful": useful, "recompute": recompute, "image": image, "text": txt, "head": head}
+
+
+# ------------------------------------------------------------------ compile
+def _memory(compiled) -> dict:
+  ma = compiled.memory_analysis()
+  args, outs = ma.argument_size_in_bytes, ma.output_size_in_bytes
+  temps, alias = ma.temp_size_in_bytes, ma.alias_size_in_bytes
+  return {"arguments": int(args), "temporaries": int(temps), "outputs": int(outs),
+          "aliased": int(alias), "code": int(ma.generated_code_size_in_bytes),
+          "total": int(args + outs - alias + temps + ma.generated_code_size_in_bytes)}
+
+
+def _cost(compiled) -> dict:
+  c = compiled.cost_analysis()
+  c = c[0] if isinstance(c, list) else c
+  return {"flops": float(c.get("flops", 0.0)), "bytes": float(c.get("bytes accessed", 0.0)),
+          "optimal_seconds": float(c.get("optimal_seconds", 0.0))}
+
+
+def _oom(e: Exception):
+  """(used bytes, limit bytes, largest-buffer lines) from XLA's out-of-memory error."""
+  msg = str(e)
+  units = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+  m = re.search(r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm", msg)
+  used = limit = None
+  if m:
+    used, limit = (float(m.group(1)) * units[m.group(2)], float(m.group(3)) * units[m.group(4)])
+  lines = [l.strip() for l in msg.splitlines()
+           if re.search(r"\d+(\.\d+)?[KMG] ?(iB)?\b", l) and ("Size" in l or "shape" in l.lower()
+                                                             or "Operator" in l)]
+  return used, limit, lines[:12]
+
+
+def compile_steps(config, devices, abstract_only: bool = False):
+  """Lowers and compiles the train and eval steps of `config` for `devices`: returns
+  ({'train': compiled or exception, 'eval': ...}, context dict)."""
+  mesh = sharding.make_mesh(config.mesh, devices)
+  rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
+  model = models.build_model(config.model)
+  text = train_state.prompts(config)
+  num_steps = max(config.num_train_steps, 1) if config.num_train_steps >= 0 else 1
+  st = train_state.init_state(config, model, mesh, rules, num_steps, text, abstract=True)
+  d, c = config.data, model.clip_cfg
+  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  n = len(text.names)
+  label = (jax.ShapeDtypeStruct((d.batch_size, n), jnp.float32, sharding=batch_sh)
+           if d.multi_label else jax.ShapeDtypeStruct((d.batch_size,), jnp.int32,
+                                                      sharding=batch_sh))
+  batch = {"frames": jax.ShapeDtypeStruct((d.batch_size, d.num_frames, c.image_size,
+                                           c.image_size, 3), jnp.float32, sharding=batch_sh),
+           "label": label}
+
+  def tok(x):
+    return None if x is None else jax.ShapeDtypeStruct(x.shape, jnp.asarray(x).dtype,
+                                                       sharding=repl)
+
+  texts = (tok(text.tokens), tok(text.aux_tokens), tok(text.aux_cats))
+  edcfg = evaluate.eval_data_config(d, mesh)
+  views = d.num_test_clips * d.num_test_crops
+  eval_frames = jax.ShapeDtypeStruct((edcfg.eval_batch_size, views, d.num_frames, c.image_size,
+                                      c.image_size, 3), jnp.float32, sharding=batch_sh)
+  out = {}
+  with mesh, nn.logical_axis_rules(rules):
+    p_train = jax.jit(train_state.make_train_step(model, st.tx, config.optim, n, d.multi_label),
+                      in_shardings=(st.shardings, batch_sh, repl, repl, repl),
+                      out_shardings=(st.shardings, repl), donate_argnums=(0,))
+    p_eval = jax.jit(evaluate.make_eval_step(model),
+                     in_shardings=(st.param_shardings, batch_sh, repl, repl, repl),
+                     out_shardings=repl)
+    for name, fn, args in (("train", p_train, (st.state, batch) + texts),
+                           ("eval", p_eval, (st.state["params"], eval_frames) + texts)):
+      t0 = time.time()
+      try:
+        out[name] = fn.lower(*args).compile()
+      except Exception as e:  # pylint: disable=broad-except
+        if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
+          raise
+        out[name] = e
+      out[name + "_seconds"] = round(time.time() - t0, 1)
+  ctx = {"mesh": dict(mesh.shape), "model": model, "text": text, "state": st,
+         "eval_batch": int(edcfg.eval_batch_size), "views": views}
+  return out, ctx
+
+
+def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> dict:
+  """The compile report (see the module docstring and `print_report`)."""
+  chip = chip_of(devices[0])
+  chips = len(devices)
+  d, text = config.data, ctx["text"]
+  rep = {"topology": topology, "chip": chip.name if chip else getattr(devices[0], "device_kind",
+                                                                       str(devices[0])),
+         "chips": chips, "mesh": ctx["mesh"], "global_batch": int(d.batch_size),
+         "per_chip_batch": d.batch_size / chips, "frames": int(d.num_frames),
+         "prompts": {"n": int(text.tokens.shape[0]),
+                     "m": 0 if text.aux_tokens is None else int(text.aux_tokens.shape[0]),
+                     "length": int(text.tokens.shape[1])},
+         "model": config.model.clip, "remat": bool(config.model.remat),
+         "hbm_bytes": chip.hbm_bytes if chip else None,
+         "chip_source": chip.source if chip else None,
+         "compile_seconds": {k: compiled[k + "_seconds"] for k in ("train", "eval")}}
+  fits = True
+  for name in ("train", "eval"):
+    c = compiled[name]
+    key = "memory_bytes" if name == "train" else "eval_memory_bytes"
+    if isinstance(c, Exception):
+      used, limit, lines = _oom(c)
+      rep[key] = {"total": used, "limit": limit, "largest_buffers": lines,
+                  "error": str(c)[:2000]}
+      fits = False
+      continue
+    mem = _memory(c)
+    rep[key] = mem
+    if chip and mem["total"] > chip.hbm_bytes:
+      fits = False
+  rep["fits"] = fits
+  mem = rep["memory_bytes"]
+  if chip and mem.get("total"):
+    rep["headroom"] = 1.0 - mem["total"] / chip.hbm_bytes
+  flops = model_flops(config, ctx["model"], text, int(d.batch_size))
+  rep["flops"] = {"model_per_device": flops["useful"] / chips,
+                  "recompute_per_device": flops["recompute"] / chips,
+                  "parts_per_step": {k: flops[k] for k in ("image", "text", "head")}}
+  train = compiled["train"]
+  if not isinstance(train, Exception):
+    cst = _cost(train)
+    col = collectives(train.as_text())
+    rep["flops"]["xla_per_device"] = cst["flops"]
+    rep["flops"]["accounted"] = ((flops["useful"] + flops["recompute"]) / chips / cst["flops"]
+                                 if cst["flops"] else None)
+    rep["bytes_accessed_per_device"] = cst["bytes"]
+    rep["xla_optimal_seconds"] = cst["optimal_seconds"]
+    rep["collectives"] = {k: {"count": v["count"], "bytes": v["bytes"]} for k, v in col.items()}
+    moved = sum(v["moved_bytes"] for v in col.values())
+    if chip:
+      r = {"compute_s": cst["flops"] / chip.peak_flops, "memory_s": cst["bytes"] / chip.hbm_bw,
+           "communication_s": moved / chip.ici_bw}
+      r["step_s"] = max(r.values())
+      r["bound"] = max(("compute_s", "memory_s", "communication_s"), key=r.get)[:-2]
+      r["clips_per_s_per_chip"] = d.batch_size / chips / r["step_s"] if r["step_s"] else None
+      r["mfu_bound"] = (flops["useful"] / (chips * chip.peak_flops * r["step_s"])
+                        if r["step_s"] else None)
+      rep["roofline"] = r
+  return rep
+
+
+def advice(rep: dict) -> list[str]:
+  """The config fields to change when a step does not fit."""
+  tips = [f"data.batch_size={rep['global_batch']} (per chip {rep['per_chip_batch']:g}): "
+          "halve it, or use a slice with more chips"]
+  if not rep["remat"]:
+    tips.append("model.remat=True: recompute the towers' and head's activations")
+  tips += ["model.dtype=bfloat16: halve activations",
+           "mesh.fsdp=-1: shard parameters and optimiser state over all chips",
+           "model.head.attention_chunk: bound the head's attention scores"]
+  return tips
+
+
+def _gib(x):
+  return "—" if x is None else f"{x / GIB:.2f} GiB"
+
+
+def print_report(rep: dict) -> None:
+  p = rep["prompts"]
+  print(f"[compile] {rep['topology']}: {rep['chips']} x {rep['chip']}, mesh {rep['mesh']}, "
+        f"{rep['model']}, batch {rep['global_batch']} ({rep['per_chip_batch']:g} per chip), "
+        f"{rep['frames']} frames, {p['n']} + {p['m']} prompts of {p['length']} tokens, "
+        f"remat {rep['remat']}")
+  for key, what in (("memory_bytes", "train"), ("eval_memory_bytes", "eval")):
+    m = rep[key]
+    if "error" in m:
+      print(f"  {what} step: does not fit: {_gib(m['total'])} of {_gib(m['limit'])}")
+      for line in m["largest_buffers"]:
+        print(f"    {line}")
+      continue
+    print(f"  {what} memory per chip: arguments {_gib(m['arguments'])}, temporaries "
+          f"{_gib(m['temporaries'])}, outputs {_gib(m['outputs'])} (aliased "
+          f"{_gib(m['aliased'])}), total {_gib(m['total'])} of {_gib(rep['hbm_bytes'])}")
+  if rep.get("headroom") is not None:
+    print(f"  fits: {rep['fits']}, headroom {100 * rep['headroom']:.1f}%")
+  f = rep["flops"]
+  if "xla_per_device" in f:
+    print(f"  FLOPs per chip: XLA {f['xla_per_device'] / 1e12:.3f} T, model "
+          f"{f['model_per_device'] / 1e12:.3f} T + recompute "
+          f"{f['recompute_per_device'] / 1e12:.3f} T (accounted {f['accounted']:.2f})")
+  r = rep.get("roofline")
+  if r:
+    print(f"  roofline: compute {r['compute_s'] * 1e3:.1f} ms, memory {r['memory_s'] * 1e3:.1f} "
+          f"ms, communication {r['communication_s'] * 1e3:.1f} ms -> step >= "
+          f"{r['step_s'] * 1e3:.1f} ms ({r['bound']} bound), "
+          f"{r['clips_per_s_per_chip']:.1f} clips/s per chip, MFU <= {100 * r['mfu_bound']:.1f}%"
+          + (f"; XLA's estimate {rep['xla_optimal_seconds'] * 1e3:.1f} ms"
+             if rep.get("xla_optimal_seconds", 0) > 0 else ""))
+  if rep.get("collectives"):
+    print("  collectives per step: " + ", ".join(
+        f"{k} {v['count']} ({v['bytes'] / 2 ** 20:.0f} MiB)"
+        for k, v in rep["collectives"].items() if v["count"]))
+  if not rep["fits"]:
+    print("  does not fit; change one of:")
+    for tip in advice(rep):
+      print(f"    {tip}")
+
+
+def run(config, workdir: str, topology: str = "local") -> int:
+  """Compiles, writes WORKDIR/compile_report.json, prints the table; returns the exit
+  status (0 fits, 3 does not)."""
+  devices = slice_devices(topology)
+  config_lib.check_config(config, "compile", len(devices))
+  compiled, ctx = compile_steps(config, devices)
+  rep = build_report(config, topology, devices, compiled, ctx)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "compile_report.json"), "w") as f:
+    json.dump(rep, f, indent=2, default=lambda o: None if isinstance(o, float) and
+              not np.isfinite(o) else str(o))
+  print_report(rep)
+  return FITS if rep["fits"] else DOES_NOT_FIT
