@@ -176,17 +176,40 @@ def _cost(compiled) -> dict:
 
 
 def _oom(e: Exception):
-  """(used bytes, limit bytes, largest-buffer lines) from XLA's out-of-memory error."""
-  msg = str(e)
-  units = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
-  m = re.search(r"Used ([\d.]+)([KMGT]) of ([\d.]+)([KMGT]) hbm", msg)
-  used = limit = None
-  if m:
-    used, limit = (float(m.group(1)) * units[m.group(2)], float(m.group(3)) * units[m.group(4)])
-  lines = [l.strip() for l in msg.splitlines()
-           if re.search(r"\d+(\.\d+)?[KMG] ?(iB)?\b", l) and ("Size" in l or "shape" in l.lower()
-                                                             or "Operator" in l)]
-  return used, limit, lines[:12]
+  """(needed bytes, available bytes) from XLA's out-of-memory error, None when unsaid."""
+  msg, units = str(e), {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+  nums = re.findall(r"\(([\d.]+)([KMGT])\)", msg) or re.findall(r"([\d.]+)([KMGT])", msg)
+  if len(nums) >= 2:
+    return tuple(float(v) * units[u] for v, u in nums[:2])
+  return None, None
+
+
+_TENSOR = re.compile(r"tensor<([\dx]*)x?(f32|bf16|f16|f64|i64|i32|i16|i8|i1|ui32|ui8)>")
+_TENSOR_BYTES = {"f32": 4, "bf16": 2, "f16": 2, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1,
+                 "i1": 1, "ui32": 4, "ui8": 1}
+
+
+def largest_buffers(stablehlo: str, k: int = 8) -> list[str]:
+  """The k largest values the program computes (global shapes, before partitioning), each
+  with the jax operation that makes it: where a step's memory goes."""
+  names = dict(re.findall(r'^(#loc\d+) = loc\("([^"]+)"', stablehlo, re.M))
+  seen, rows = set(), []
+  for line in stablehlo.splitlines():
+    m = re.match(r"\s*%\S+ = (\S+).*(tensor<[^>]*>) loc\((#loc\d+)\)\s*$", line)
+    if not m:
+      continue
+    t = _TENSOR.match(m.group(2))
+    if not t:
+      continue
+    dims = [int(d) for d in t.group(1).split("x") if d]
+    size = math.prod(dims) * _TENSOR_BYTES[t.group(2)]
+    where = names.get(m.group(3), m.group(1)).split("/")[-3:]
+    key = (tuple(dims), "/".join(where))
+    if key not in seen:
+      seen.add(key)
+      rows.append((size, f"{size / GIB:.2f} GiB {t.group(2)}[{','.join(map(str, dims))}] "
+                         f"{'/'.join(where)}"))
+  return [r for _, r in sorted(rows, key=lambda r: -r[0])[:k]]
 
 
 def compile_steps(config, devices, abstract_only: bool = False):
@@ -228,12 +251,14 @@ def compile_steps(config, devices, abstract_only: bool = False):
     for name, fn, args in (("train", p_train, (st.state, batch) + texts),
                            ("eval", p_eval, (st.state["params"], eval_frames) + texts)):
       t0 = time.time()
+      lowered = fn.lower(*args)
       try:
-        out[name] = fn.lower(*args).compile()
+        out[name] = lowered.compile()
       except Exception as e:  # pylint: disable=broad-except
         if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
           raise
         out[name] = e
+        out[name + "_largest"] = largest_buffers(lowered.as_text(debug_info=True))
       out[name + "_seconds"] = round(time.time() - t0, 1)
   ctx = {"mesh": dict(mesh.shape), "model": model, "text": text, "state": st,
          "eval_batch": int(edcfg.eval_batch_size), "views": views}
@@ -253,6 +278,7 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
                      "m": 0 if text.aux_tokens is None else int(text.aux_tokens.shape[0]),
                      "length": int(text.tokens.shape[1])},
          "model": config.model.clip, "remat": bool(config.model.remat),
+         "dtype": config.model.dtype,
          "hbm_bytes": chip.hbm_bytes if chip else None,
          "chip_source": chip.source if chip else None,
          "compile_seconds": {k: compiled[k + "_seconds"] for k in ("train", "eval")}}
@@ -261,8 +287,8 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
     c = compiled[name]
     key = "memory_bytes" if name == "train" else "eval_memory_bytes"
     if isinstance(c, Exception):
-      used, limit, lines = _oom(c)
-      rep[key] = {"total": used, "limit": limit, "largest_buffers": lines,
+      used, limit = _oom(c)
+      rep[key] = {"total": used, "limit": limit, "largest_buffers": compiled[name + "_largest"],
                   "error": str(c)[:2000]}
       fits = False
       continue
@@ -306,10 +332,13 @@ def advice(rep: dict) -> list[str]:
   tips = [f"data.batch_size={rep['global_batch']} (per chip {rep['per_chip_batch']:g}): "
           "halve it, or use a slice with more chips"]
   if not rep["remat"]:
-    tips.append("model.remat=True: recompute the towers' and head's activations")
-  tips += ["model.dtype=bfloat16: halve activations",
-           "mesh.fsdp=-1: shard parameters and optimiser state over all chips",
-           "model.head.attention_chunk: bound the head's attention scores"]
+    tips.append("model.remat=True: recompute the towers' and the head's activations")
+  if rep["dtype"] != "bfloat16":
+    tips.append("model.dtype=bfloat16: halve the activations")
+  if rep["mesh"].get("fsdp", 1) == 1:
+    tips.append("mesh.fsdp=-1, mesh.data=1: shard parameters and optimiser state over all chips")
+  if rep["frames"] > 8:
+    tips.append(f"data.num_frames={rep['frames']}: fewer frames")
   return tips
 
 
@@ -326,7 +355,8 @@ def print_report(rep: dict) -> None:
   for key, what in (("memory_bytes", "train"), ("eval_memory_bytes", "eval")):
     m = rep[key]
     if "error" in m:
-      print(f"  {what} step: does not fit: {_gib(m['total'])} of {_gib(m['limit'])}")
+      print(f"  {what} step: does not fit: {_gib(m['total'])} of temporaries for "
+            f"{_gib(m['limit'])} of HBM; the largest values (global shapes):")
       for line in m["largest_buffers"]:
         print(f"    {line}")
       continue
