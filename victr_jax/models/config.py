@@ -40,7 +40,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.clip_act = ""                  # '' keeps the preset's activation; or 'gelu' / 'quick_gelu'
   c.num_frames = 8                 # T the temporal embedding is sized for (others interpolate)
   c.dtype = "float32"              # compute dtype; params stay float32
-  c.remat = False                  # rematerialise tower blocks (saves activation memory)
+  c.remat = False                  # rematerialise tower blocks and head layers (saves memory)
   c.freeze_image_tower = False
   c.freeze_text_tower = False
   c.freeze_logit_scale = False
@@ -66,6 +66,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       temporal_relative=True,      # each video's frame-embedding RMS (False: absolute)
       num_aux_categories=3,        # k
       num_classes=0,               # only for classifier='visual' (closed set)
+      attention_chunk=0,           # > 0: each head attention computes this many queries of
+                                   # every sequence at a time (bounded memory; same result)
   ))
   return c
 
@@ -115,6 +117,9 @@ def validate(cfg) -> None:
                        ("head.num_aux_categories", h.num_aux_categories)):
     if int(value) < 1:
       raise ValueError(f"model config field {field}={value}: must be >= 1")
+  if int(h.get("attention_chunk", 0)) < 0:
+    raise ValueError(f"model config field head.attention_chunk={h.attention_chunk}: must be "
+                     ">= 0 (0: every attention in one step)")
   if h.get("affinity_temperature", 0.0) < 0:
     raise ValueError(f"model config field head.affinity_temperature="
                      f"{h.affinity_temperature}: must be >= 0 (0: the CLIP logit scale)")

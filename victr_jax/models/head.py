@@ -11,6 +11,7 @@ in k categories, J = n + m text tokens, D the CLIP embedding size, W the head wi
   token_boost           x[b,t,0] = f[b,t];  x[b,t,1+j] = a0[b,t,j] e[j]
   CrossModalAttention   attention over the 1+J tokens of each (b, t)
   TemporalAttention     attention over t for each token position, shared
+  blocked_attention     the same attention, its queries `block` at a time (bounded memory)
   affinity_reweight     a[b,t,j] = g(<v^[b,t], ubar^[b,j]>);  u[b,t,j] *= a
   temporal_pool         mean over t
   gated_link            clip + gate |clip| head^ (zero gates: the model starts as CLIP)
@@ -23,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from victr_jax.clip.model import MLP, LayerNorm, MultiheadAttention, l2_normalize
+from victr_jax.clip.model import MLP, LayerNorm, MultiheadAttention, _dense, l2_normalize
 
 Dtype = Any
 AFFINITY_FNS = ("softmax", "sigmoid", "none")
@@ -103,46 +104,103 @@ def token_boost(frames: jax.Array, text: jax.Array, a0: Optional[jax.Array]) -> 
   return jnp.concatenate([frames[:, :, None, :], txt], axis=2)
 
 
+def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 0) -> jax.Array:
+  """jax.nn.dot_product_attention(q, k, v) (no mask), computing the queries of every
+  sequence `block` at a time, so that the scores held at once are (G, heads, block, S)
+  instead of (G, heads, L, S); the result is the same (each query's softmax sees all keys).
+  q (G, L, heads, hd), k and v (G, S, heads, hd) -> (G, L, heads, hd).
+
+  The query axis is split into ceil(L / block) equal steps (L padded by fewer rows than
+  steps; the padded queries are dropped), run one after another by lax.map, each step
+  rematerialised (jax.checkpoint), so that the backward pass too holds one step's scores,
+  not all of them. The batch axis G (sharded over data-parallel devices) is not split.
+  block <= 0 or >= L: one call, unchanged.
+  """
+  g, l, h, hd = q.shape
+  if block <= 0 or block >= l:
+    return jax.nn.dot_product_attention(q, k, v)
+  steps = -(-l // block)
+  block = -(-l // steps)  # balanced steps: at most steps - 1 padded query rows
+  if steps * block != l:
+    q = jnp.pad(q, ((0, 0), (0, steps * block - l), (0, 0), (0, 0)))
+  qs = q.reshape(g, steps, block, h, hd).swapaxes(0, 1)  # (steps, G, block, heads, hd)
+  attend = jax.checkpoint(lambda qb, kk, vv: jax.nn.dot_product_attention(qb, kk, vv),
+                          prevent_cse=False)
+  out = jax.lax.map(lambda qb: attend(qb, k, v), qs)
+  return out.swapaxes(0, 1).reshape(g, steps * block, h, hd)[:, :l]
+
+
+class BlockedMultiheadAttention(nn.Module):
+  """CLIP's MultiheadAttention (same parameters and names: in_proj, out_proj; no mask)
+  with its attention computed by blocked_attention, `query_block` queries of each
+  sequence at a time. x: (B, L, W) -> (B, L, W)."""
+  heads: int
+  query_block: int = 0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    b, l, w = x.shape
+    qkv = _dense(3 * w, ("embed", "heads"), self.dtype, "in_proj")(x)
+    q, k, v = jnp.split(qkv.reshape(b, l, 3 * self.heads, w // self.heads), 3, axis=2)
+    out = blocked_attention(q, k, v, self.query_block)  # (B, L, N, H)
+    return _dense(w, ("heads", "embed"), self.dtype, "out_proj")(out.reshape(b, l, w))
+
+
+def _mha(heads: int, chunk: int, dtype) -> nn.Module:
+  """The attention of the head's layers: CLIP's MultiheadAttention, or with chunk > 0 the
+  blocked one (same parameters), `chunk` queries of each sequence per step."""
+  if chunk > 0:
+    return BlockedMultiheadAttention(heads, chunk, dtype, name="attn")
+  return MultiheadAttention(heads, dtype=dtype, name="attn")
+
+
 class CrossModalAttention(nn.Module):
   """Pre-LN residual self-attention along the token axis within each time step: the
   visual token sees all text tokens of its frame and each text token sees that frame's
-  visual token and the other text tokens. Nothing crosses time. (B, T, N, W) -> same."""
+  visual token and the other text tokens. Nothing crosses time. (B, T, N, W) -> same.
+  chunk > 0: `chunk` of the N queries of every frame per step (blocked_attention)."""
   heads: int
   dtype: Dtype = jnp.float32
+  chunk: int = 0
 
   @nn.compact
   def __call__(self, x):
     b, t, n, w = x.shape
     h = LayerNorm(dtype=self.dtype, name="ln")(x).reshape(b * t, n, w)
-    h = MultiheadAttention(self.heads, dtype=self.dtype, name="attn")(h)
+    h = _mha(self.heads, self.chunk, self.dtype)(h)
     return x + h.reshape(b, t, n, w)
 
 
 class TemporalAttention(nn.Module):
   """Pre-LN residual self-attention along time for each token position, one set of weights
-  shared by the visual and text tokens. (B, T, N, W) -> same."""
+  shared by the visual and text tokens. (B, T, N, W) -> same.
+  chunk > 0: `chunk` of the T queries of every token position per step."""
   heads: int
   dtype: Dtype = jnp.float32
+  chunk: int = 0
 
   @nn.compact
   def __call__(self, x):
     b, t, n, w = x.shape
     h = LayerNorm(dtype=self.dtype, name="ln")(x)
     h = h.transpose(0, 2, 1, 3).reshape(b * n, t, w)
-    h = MultiheadAttention(self.heads, dtype=self.dtype, name="attn")(h)
+    h = _mha(self.heads, self.chunk, self.dtype)(h)
     return x + h.reshape(b, n, t, w).transpose(0, 2, 1, 3)
 
 
 class JointAttention(nn.Module):
-  """Ablation: one pre-LN residual attention over all T(1+J) tokens of a video."""
+  """Ablation: one pre-LN residual attention over all T(1+J) tokens of a video.
+  chunk > 0: `chunk` of the T(1+J) queries of every video per step."""
   heads: int
   dtype: Dtype = jnp.float32
+  chunk: int = 0
 
   @nn.compact
   def __call__(self, x):
     b, t, n, w = x.shape
     h = LayerNorm(dtype=self.dtype, name="ln")(x).reshape(b, t * n, w)
-    h = MultiheadAttention(self.heads, dtype=self.dtype, name="attn")(h)
+    h = _mha(self.heads, self.chunk, self.dtype)(h)
     return x + h.reshape(b, t, n, w)
 
 
@@ -169,16 +227,18 @@ class VicTRLayer(nn.Module):
   affinity_standardize: bool = False
   affinity_groups: Optional[tuple[int, ...]] = None  # (n, m), for standardize
   dtype: Dtype = jnp.float32
+  attention_chunk: int = 0  # > 0: queries per step of each attention (blocked_attention)
 
   @nn.compact
   def __call__(self, x, scale):
     """scale: g's scale (the CLIP logit scale or 1 / temperature)."""
     x = _constrain(x, ("batch", "time", "tokens", "embed"))
     if self.attention == "divided":
-      x = CrossModalAttention(self.heads, self.dtype, name="cross_modal")(x)
-      x = TemporalAttention(self.heads, self.dtype, name="temporal")(x)
+      x = CrossModalAttention(self.heads, self.dtype, self.attention_chunk,
+                              name="cross_modal")(x)
+      x = TemporalAttention(self.heads, self.dtype, self.attention_chunk, name="temporal")(x)
     elif self.attention == "joint":
-      x = JointAttention(self.heads, self.dtype, name="joint")(x)
+      x = JointAttention(self.heads, self.dtype, self.attention_chunk, name="joint")(x)
     else:
       raise ValueError(f"attention={self.attention!r}: expected 'divided' or 'joint'")
     a = None
@@ -250,6 +310,10 @@ class VicTRHead(nn.Module):
 
   Returns a dict: video (B, D), action_text (B, n, D), aux_text (B, m, D) and
   affinities (L+1, B, T, J): the initial affinity and each layer's re-weighting.
+
+  Memory (neither changes the result nor the parameters): `remat` rematerialises each
+  layer in the backward pass (nn.remat); `attention_chunk` > 0 computes every attention
+  `attention_chunk` queries of each sequence at a time (blocked_attention).
   """
   num_classes_text: int  # n (static: the class set of this call)
   num_layers: int = 1
@@ -268,6 +332,8 @@ class VicTRHead(nn.Module):
   temporal_init_std: float = 0.02  # larger makes time visible to attention from the start
   temporal_relative: bool = False  # temporal embedding in units of the frames' RMS
   dtype: Dtype = jnp.float32
+  remat: bool = False  # rematerialise each layer (saves activation memory in training)
+  attention_chunk: int = 0  # > 0: queries per step of each attention; 0: all at once
 
   @nn.compact
   def __call__(self, frames, text, scale):
@@ -298,11 +364,11 @@ class VicTRHead(nn.Module):
     x = x + kind[None, None].astype(self.dtype) + time.astype(self.dtype)
 
     affinities = [a0]
+    layer = nn.remat(VicTRLayer) if self.remat else VicTRLayer  # same names and params
     for i in range(self.num_layers):
-      x, a = VicTRLayer(self.num_heads, int(w * self.mlp_ratio), self.attention,
-                        self.affinity_reweighting, self.affinity_fn,
-                        self.affinity_standardize, groups, self.dtype,
-                        name=f"layers_{i}")(x, g_scale)
+      x, a = layer(self.num_heads, int(w * self.mlp_ratio), self.attention,
+                   self.affinity_reweighting, self.affinity_fn, self.affinity_standardize,
+                   groups, self.dtype, self.attention_chunk, name=f"layers_{i}")(x, g_scale)
       affinities.append(a if a is not None else jnp.ones_like(a0))
     x = LayerNorm(dtype=self.dtype, name="ln_post")(x)
     pooled = temporal_pool(x)  # (B, 1+J, W)

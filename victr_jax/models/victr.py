@@ -76,7 +76,8 @@ class VicTR(nn.Module):
         affinity_temperature=new["affinity_temperature"],
         gated_residual=hc.gated_residual, gate_norm_matched=new["gate_norm_matched"],
         temporal_init_std=new["temporal_init_std"], temporal_relative=new["temporal_relative"],
-        dtype=dtype, name="head")(f, e, scale)
+        dtype=dtype, remat=cfg.remat, attention_chunk=int(hc.get("attention_chunk", 0)),
+        name="head")(f, e, scale)
 
     zv = out["video"] if hc.video_embedding == "victr" else H.temporal_pool(f)
     if hc.text_embedding == "victr":
