@@ -130,6 +130,16 @@ def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 0) 
   return out.swapaxes(0, 1).reshape(g, steps * block, h, hd)[:, :l]
 
 
+def frame_blocked(module: nn.Module, x: jax.Array) -> jax.Array:
+  """module (a bound, token-wise (B, L, W) -> (B, L, W) module such as the MLP) applied
+  to x (B, T, N, W) one frame at a time: lax.map over T, each step rematerialised, so the
+  module's hidden activations are held for one frame, not T. Same parameters and result."""
+  params = module.variables["params"]
+  plain = module.clone(parent=None)
+  step = jax.checkpoint(lambda xt: plain.apply({"params": params}, xt), prevent_cse=False)
+  return jnp.moveaxis(jax.lax.map(step, jnp.moveaxis(x, 1, 0)), 0, 1)
+
+
 class BlockedMultiheadAttention(nn.Module):
   """CLIP's MultiheadAttention (same parameters and names: in_proj, out_proj; no mask)
   with its attention computed by blocked_attention, `query_block` queries of each
@@ -246,9 +256,13 @@ class VicTRLayer(nn.Module):
       x, a = affinity_reweight(x, self.affinity_fn, scale, self.affinity_standardize,
                                self.affinity_groups)
     b, t, n, w = x.shape
-    h = LayerNorm(dtype=self.dtype, name="ln_mlp")(x).reshape(b, t * n, w)
-    h = MLP(self.mlp_dim, "gelu", self.dtype, name="mlp")(h)
-    return x + h.reshape(b, t, n, w), a
+    h = LayerNorm(dtype=self.dtype, name="ln_mlp")(x)
+    mlp = MLP(self.mlp_dim, "gelu", self.dtype, name="mlp")
+    if self.attention_chunk > 0 and t > 1 and not self.is_initializing():
+      h = frame_blocked(mlp, h)  # the (B, T N, mlp_dim) hidden layer, one frame at a time
+    else:
+      h = mlp(h.reshape(b, t * n, w)).reshape(b, t, n, w)
+    return x + h, a
 
 
 def frames_rms(frames: jax.Array) -> jax.Array:
