@@ -202,3 +202,36 @@ def test_chunking_bounds_the_attention_temporaries(name, grad):
   if plain is None or chunked is None:
     pytest.skip("this backend gives no memory analysis")
   assert chunked * 3 < plain, (chunked, plain)
+
+
+@pytest.mark.parametrize("videos", [1, 3])
+def test_video_chunks_equal_the_whole_batch(videos, rng):
+  """head.video_chunk runs the head a few videos at a time (lax.map, rematerialised): the
+  same variables, logits, affinities and gradients as the whole batch at once."""
+  t, b = 3, 4
+  cfg = models.get_config("tiny")
+  cfg.num_frames = t
+  plain = models.build_model(cfg)
+  cfg.head.video_chunk = videos
+  other = models.build_model(cfg)
+  v = models.init(plain, num_frames=t, n=3, m=4)
+  _assert_trees_close(models.init(other, num_frames=t, n=3, m=4), v, tol=0)
+  p = jax.tree.map(lambda x: x, v["params"])
+  p["head"]["gate_video"], p["head"]["gate_text"] = jnp.float32(0.5), jnp.float32(0.5)
+  frames = rng.standard_normal((b, t, 32, 32, 3)).astype(np.float32)
+  ct = clip.tokenize(["jumping", "running fast", "a person swimming"])[:, :8]
+  at = clip.tokenize(["a rope", "a pool", "a gym", "outdoors"])[:, :8]
+  args = (frames, ct, at, np.array([0, 1, 1, 2], np.int32))
+  want = jax.jit(plain.apply)({"params": p}, *args)
+  got = jax.jit(other.apply)({"params": p}, *args)
+  for k in ("logits", "affinities", "video_embedding"):
+    np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-5)
+
+  def loss(model):
+    return lambda q: jnp.sum(model.apply({"params": q}, *args)["logits"] ** 2)
+
+  _assert_trees_close(jax.jit(jax.grad(loss(other)))(p), jax.jit(jax.grad(loss(plain)))(p),
+                      tol=1e-4)
+  cfg.head.video_chunk = -1
+  with pytest.raises(ValueError, match="head.video_chunk"):
+    models.build_model(cfg)

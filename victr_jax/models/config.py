@@ -68,6 +68,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       num_classes=0,               # only for classifier='visual' (closed set)
       attention_chunk=0,           # > 0: each head attention computes this many queries of
                                    # every sequence at a time (bounded memory; same result)
+      video_chunk=0,               # > 0: the head runs on this many videos of the global
+                                   # batch at a time (bounded memory; same result)
   ))
   return c
 
@@ -117,6 +119,9 @@ def validate(cfg) -> None:
                        ("head.num_aux_categories", h.num_aux_categories)):
     if int(value) < 1:
       raise ValueError(f"model config field {field}={value}: must be >= 1")
+  if int(h.get("video_chunk", 0)) < 0:
+    raise ValueError(f"model config field head.video_chunk={h.video_chunk}: must be >= 0 "
+                     "(0: the whole batch at once)")
   if int(h.get("attention_chunk", 0)) < 0:
     raise ValueError(f"model config field head.attention_chunk={h.attention_chunk}: must be "
                      ">= 0 (0: every attention in one step)")

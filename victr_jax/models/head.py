@@ -140,6 +140,30 @@ def frame_blocked(module: nn.Module, x: jax.Array) -> jax.Array:
   return jnp.moveaxis(jax.lax.map(step, jnp.moveaxis(x, 1, 0)), 0, 1)
 
 
+def video_blocked(head: nn.Module, frames: jax.Array, text: jax.Array, scale,
+                  videos: int) -> dict:
+  """head(frames, text, scale) (a bound VicTRHead) run on at most `videos` videos at a
+  time: lax.map over steps, each rematerialised, so the head's activations are held for
+  one step's videos, not the batch's. Step s takes videos s, s + S, s + 2S, ... (S steps),
+  so every step draws from every data-parallel shard of the batch. Same parameters and
+  result. frames (B, T, D) -> the head's dict (affinities (L+1, B, T, J))."""
+  b = frames.shape[0]
+  steps = next(s for s in range(-(-b // videos), b + 1) if b % s == 0)  # S divides B
+  params = head.variables["params"]
+  plain = head.clone(parent=None)
+  step = jax.checkpoint(lambda f: plain.apply({"params": params}, f, text, scale),
+                        prevent_cse=False)
+  xs = jnp.moveaxis(frames.reshape(b // steps, steps, *frames.shape[1:]), 1, 0)
+  out = jax.lax.map(step, xs)  # every value (S, B / S, ...); affinities (S, L+1, B / S, ...)
+
+  def merge(x, axis):  # (S, ..., B / S at axis + 1, ...) -> (..., B at axis, ...)
+    x = jnp.moveaxis(x, 0, axis + 1)  # B / S then S: video i * S + s
+    return x.reshape(*x.shape[:axis], b, *x.shape[axis + 2:])
+
+  return {k: None if v is None else merge(v, 1 if k == "affinities" else 0)
+          for k, v in out.items()}
+
+
 class BlockedMultiheadAttention(nn.Module):
   """CLIP's MultiheadAttention (same parameters and names: in_proj, out_proj; no mask)
   with its attention computed by blocked_attention, `query_block` queries of each

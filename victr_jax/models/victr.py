@@ -67,7 +67,7 @@ class VicTR(nn.Module):
     b = f.shape[0]
 
     new = {k: hc.get(k, v) for k, v in LEGACY_HEAD.items()}
-    out = H.VicTRHead(
+    head = H.VicTRHead(
         num_classes_text=n, num_layers=hc.num_layers, num_heads=hc.num_heads,
         width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
         attention=hc.attention, token_boosting=hc.token_boosting,
@@ -77,7 +77,12 @@ class VicTR(nn.Module):
         gated_residual=hc.gated_residual, gate_norm_matched=new["gate_norm_matched"],
         temporal_init_std=new["temporal_init_std"], temporal_relative=new["temporal_relative"],
         dtype=dtype, remat=cfg.remat, attention_chunk=int(hc.get("attention_chunk", 0)),
-        name="head")(f, e, scale)
+        name="head")
+    videos = int(hc.get("video_chunk", 0))
+    if 0 < videos < b and not self.is_initializing():
+      out = H.video_blocked(head, f, e, scale, videos)
+    else:
+      out = head(f, e, scale)
 
     zv = out["video"] if hc.video_embedding == "victr" else H.temporal_pool(f)
     if hc.text_embedding == "victr":
