@@ -25,6 +25,9 @@ def get_config(arg=None):
   base, novel = splits.base_novel_classes(len(splits.read_classnames(names)), names)
   c = config_lib.peer_recipe(config_lib.base(a.model))
   c.model.num_frames = a.frames
+  # The head a few videos and queries at a time: same numbers, memory bounded at 32 frames
+  # (--mode=compile: zero-shot B/16, batch 256, fits v5e:4x4; docs/method.md, "Memory").
+  c.model.head.attention_chunk, c.model.head.video_chunk = 128, 64
   c.model.remat = True
   d = c.data
   d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 64
