@@ -78,6 +78,14 @@ def test_collectives_are_read_from_hlo_text():
   assert col["reduce-scatter"]["count"] == 1 and col["reduce-scatter"]["bytes"] == 64
 
 
+def test_async_collectives_with_tuple_results():
+  line = ("%ags = (bf16[256,64]{1,0:T(8,128)(2,1)}, bf16[1024,64]{1,0:T(8,128)(2,1)S(1)}) "
+          "all-gather-start(bf16[256,64]{1,0:T(8,128)(2,1)} %p), channel_id=3, "
+          "replica_groups=mesh['axis_0'=4] {'axis_0'}, dimensions={0}")
+  col = compile_report.collectives(line + "\n%agd = bf16[1024,64]{1,0} all-gather-done(%ags)")
+  assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 1024 * 64 * 2
+
+
 def test_tpu_mesh_replica_groups():
   line = ("%ag = bf16[128,32]{0,1:T(8,128)(2,1)} all-gather(%p), channel_id=70, "
           "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={1}")

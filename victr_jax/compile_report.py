@@ -84,7 +84,7 @@ def chip_of(device):
 
 # ------------------------------------------------------------------ HLO collectives
 _SHAPE = re.compile(r"\b(pred|[suf]\d+|bf16|c64)\[([\d,]*)\]")
-_OP = re.compile(r"=\s*(\(.*?\)|\S+)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
+_OP = re.compile(r"=\s*(.+?)\s+(" + "|".join(COLLECTIVES) + r")(-start)?\(")
 
 
 def _shape_bytes(text: str) -> int:
@@ -117,7 +117,10 @@ def collectives(hlo_text: str) -> dict:
     m = _OP.search(line)
     if not m or "-done" in line.split("=")[0]:
       continue
-    kind, size = m.group(2), _shape_bytes(m.group(1))
+    kind, result = m.group(2), m.group(1)
+    if m.group(3) and result.startswith("("):  # async start: (operands..., result)
+      result = [f"{d}[{dims}]" for d, dims in _SHAPE.findall(result)][-1]
+    size = _shape_bytes(result)
     n = max(_group_size(line), 1)
     moved = {"all-gather": size * (n - 1) / n, "reduce-scatter": size * (n - 1),
              "all-reduce": 2 * size * (n - 1) / n, "all-to-all": size * (n - 1) / n,
