@@ -55,6 +55,32 @@ def _dense(features, names, dtype, name, std=0.02):
                   bias_init=_part(nn.initializers.zeros, names[1:]))
 
 
+def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 0) -> jax.Array:
+  """jax.nn.dot_product_attention(q, k, v) (no mask), computing the queries of every
+  sequence `block` at a time, so that the scores held at once are (G, heads, block, S)
+  instead of (G, heads, L, S); the result is the same (each query's softmax sees all keys).
+  q (G, L, heads, hd), k and v (G, S, heads, hd) -> (G, L, heads, hd).
+
+  The query axis is split into ceil(L / block) equal steps (L padded by fewer rows than
+  steps; the padded queries are dropped), run one after another by lax.map, each step
+  rematerialised (jax.checkpoint), so that the backward pass too holds one step's scores,
+  not all of them. The batch axis G (sharded over data-parallel devices) is not split.
+  block <= 0 or >= L: one call, unchanged.
+  """
+  g, l, h, hd = q.shape
+  if block <= 0 or block >= l:
+    return jax.nn.dot_product_attention(q, k, v)
+  steps = -(-l // block)
+  block = -(-l // steps)  # balanced steps: at most steps - 1 padded query rows
+  if steps * block != l:
+    q = jnp.pad(q, ((0, 0), (0, steps * block - l), (0, 0), (0, 0)))
+  qs = q.reshape(g, steps, block, h, hd).swapaxes(0, 1)  # (steps, G, block, heads, hd)
+  attend = jax.checkpoint(lambda qb, kk, vv: jax.nn.dot_product_attention(qb, kk, vv),
+                          prevent_cse=False)
+  out = jax.lax.map(lambda qb: attend(qb, k, v), qs)
+  return out.swapaxes(0, 1).reshape(g, steps * block, h, hd)[:, :l]
+
+
 class MultiheadAttention(nn.Module):
   """Self-attention with packed q/k/v (`in_proj`) and `out_proj`, like torch's MHA.
 
@@ -63,13 +89,19 @@ class MultiheadAttention(nn.Module):
   heads: int
   causal: bool = False
   dtype: Dtype = jnp.float32
+  query_block: int = 0  # > 0 (no mask): that many queries at a time (blocked_attention)
 
   @nn.compact
   def __call__(self, x):
     b, l, w = x.shape
     qkv = _dense(3 * w, ("embed", "heads"), self.dtype, "in_proj")(x)
     q, k, v = jnp.split(qkv.reshape(b, l, 3 * self.heads, w // self.heads), 3, axis=2)
-    out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)  # (B, L, N, H)
+    if self.query_block > 0:
+      if self.causal:
+        raise ValueError("MultiheadAttention: query_block needs causal=False")
+      out = blocked_attention(q, k, v, self.query_block)  # (B, L, N, H)
+    else:
+      out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
     return _dense(w, ("heads", "embed"), self.dtype, "out_proj")(out.reshape(b, l, w))
 
 

@@ -11,7 +11,7 @@ in k categories, J = n + m text tokens, D the CLIP embedding size, W the head wi
   token_boost           x[b,t,0] = f[b,t];  x[b,t,1+j] = a0[b,t,j] e[j]
   CrossModalAttention   attention over the 1+J tokens of each (b, t)
   TemporalAttention     attention over t for each token position, shared
-  blocked_attention     the same attention, its queries `block` at a time (bounded memory)
+  (clip.model.blocked_attention: the same attention, `block` queries at a time)
   affinity_reweight     a[b,t,j] = g(<v^[b,t], ubar^[b,j]>);  u[b,t,j] *= a
   temporal_pool         mean over t
   gated_link            clip + gate |clip| head^ (zero gates: the model starts as CLIP)
@@ -24,7 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from victr_jax.clip.model import MLP, LayerNorm, MultiheadAttention, _dense, l2_normalize
+from victr_jax.clip.model import (MLP, LayerNorm, MultiheadAttention, blocked_attention,  # noqa: F401
+                                  l2_normalize)
 
 Dtype = Any
 AFFINITY_FNS = ("softmax", "sigmoid", "none")
@@ -104,40 +105,20 @@ def token_boost(frames: jax.Array, text: jax.Array, a0: Optional[jax.Array]) -> 
   return jnp.concatenate([frames[:, :, None, :], txt], axis=2)
 
 
-def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 0) -> jax.Array:
-  """jax.nn.dot_product_attention(q, k, v) (no mask), computing the queries of every
-  sequence `block` at a time, so that the scores held at once are (G, heads, block, S)
-  instead of (G, heads, L, S); the result is the same (each query's softmax sees all keys).
-  q (G, L, heads, hd), k and v (G, S, heads, hd) -> (G, L, heads, hd).
-
-  The query axis is split into ceil(L / block) equal steps (L padded by fewer rows than
-  steps; the padded queries are dropped), run one after another by lax.map, each step
-  rematerialised (jax.checkpoint), so that the backward pass too holds one step's scores,
-  not all of them. The batch axis G (sharded over data-parallel devices) is not split.
-  block <= 0 or >= L: one call, unchanged.
-  """
-  g, l, h, hd = q.shape
-  if block <= 0 or block >= l:
-    return jax.nn.dot_product_attention(q, k, v)
-  steps = -(-l // block)
-  block = -(-l // steps)  # balanced steps: at most steps - 1 padded query rows
-  if steps * block != l:
-    q = jnp.pad(q, ((0, 0), (0, steps * block - l), (0, 0), (0, 0)))
-  qs = q.reshape(g, steps, block, h, hd).swapaxes(0, 1)  # (steps, G, block, heads, hd)
-  attend = jax.checkpoint(lambda qb, kk, vv: jax.nn.dot_product_attention(qb, kk, vv),
-                          prevent_cse=False)
-  out = jax.lax.map(lambda qb: attend(qb, k, v), qs)
-  return out.swapaxes(0, 1).reshape(g, steps * block, h, hd)[:, :l]
+def _mapped(module: nn.Module, xs, *args):
+  """A bound module applied to each xs[s] in turn (lax.map, each step rematerialised), its
+  other arguments shared: module(xs[s], *args) stacked over s, with its own parameters."""
+  params = module.variables["params"]
+  plain = module.clone(parent=None)
+  step = jax.checkpoint(lambda x: plain.apply({"params": params}, x, *args), prevent_cse=False)
+  return jax.lax.map(step, xs)
 
 
 def frame_blocked(module: nn.Module, x: jax.Array) -> jax.Array:
   """module (a bound, token-wise (B, L, W) -> (B, L, W) module such as the MLP) applied
   to x (B, T, N, W) one frame at a time: lax.map over T, each step rematerialised, so the
   module's hidden activations are held for one frame, not T. Same parameters and result."""
-  params = module.variables["params"]
-  plain = module.clone(parent=None)
-  step = jax.checkpoint(lambda xt: plain.apply({"params": params}, xt), prevent_cse=False)
-  return jnp.moveaxis(jax.lax.map(step, jnp.moveaxis(x, 1, 0)), 0, 1)
+  return jnp.moveaxis(_mapped(module, jnp.moveaxis(x, 1, 0)), 0, 1)
 
 
 def video_blocked(head: nn.Module, frames: jax.Array, text: jax.Array, scale,
@@ -149,12 +130,8 @@ def video_blocked(head: nn.Module, frames: jax.Array, text: jax.Array, scale,
   result. frames (B, T, D) -> the head's dict (affinities (L+1, B, T, J))."""
   b = frames.shape[0]
   steps = next(s for s in range(-(-b // videos), b + 1) if b % s == 0)  # S divides B
-  params = head.variables["params"]
-  plain = head.clone(parent=None)
-  step = jax.checkpoint(lambda f: plain.apply({"params": params}, f, text, scale),
-                        prevent_cse=False)
   xs = jnp.moveaxis(frames.reshape(b // steps, steps, *frames.shape[1:]), 1, 0)
-  out = jax.lax.map(step, xs)  # every value (S, B / S, ...); affinities (S, L+1, B / S, ...)
+  out = _mapped(head, xs, text, scale)  # every value (S, B / S, ...); affinities (S, L+1, ...)
 
   def merge(x, axis):  # (S, ..., B / S at axis + 1, ...) -> (..., B at axis, ...)
     x = jnp.moveaxis(x, 0, axis + 1)  # B / S then S: video i * S + s
@@ -164,29 +141,10 @@ def video_blocked(head: nn.Module, frames: jax.Array, text: jax.Array, scale,
           for k, v in out.items()}
 
 
-class BlockedMultiheadAttention(nn.Module):
-  """CLIP's MultiheadAttention (same parameters and names: in_proj, out_proj; no mask)
-  with its attention computed by blocked_attention, `query_block` queries of each
-  sequence at a time. x: (B, L, W) -> (B, L, W)."""
-  heads: int
-  query_block: int = 0
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x):
-    b, l, w = x.shape
-    qkv = _dense(3 * w, ("embed", "heads"), self.dtype, "in_proj")(x)
-    q, k, v = jnp.split(qkv.reshape(b, l, 3 * self.heads, w // self.heads), 3, axis=2)
-    out = blocked_attention(q, k, v, self.query_block)  # (B, L, N, H)
-    return _dense(w, ("heads", "embed"), self.dtype, "out_proj")(out.reshape(b, l, w))
-
-
 def _mha(heads: int, chunk: int, dtype) -> nn.Module:
-  """The attention of the head's layers: CLIP's MultiheadAttention, or with chunk > 0 the
-  blocked one (same parameters), `chunk` queries of each sequence per step."""
-  if chunk > 0:
-    return BlockedMultiheadAttention(heads, chunk, dtype, name="attn")
-  return MultiheadAttention(heads, dtype=dtype, name="attn")
+  """The attention of the head's layers: CLIP's MultiheadAttention, with chunk > 0
+  computing `chunk` queries of each sequence per step (same parameters, same result)."""
+  return MultiheadAttention(heads, dtype=dtype, query_block=chunk, name="attn")
 
 
 class CrossModalAttention(nn.Module):
