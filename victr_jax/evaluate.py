@@ -82,7 +82,7 @@ class Evaluator:
     return None if x is None else jax.device_put(jnp.asarray(x), self.repl)
 
   def evaluate_set(self, params, name: str, ecfg) -> tuple[dict, np.ndarray | None]:
-    """(results of one eval set, its confusion matrix or None)."""
+    """(results of one eval set, (its confusion matrix, class names) or None)."""
     names = data.subset_names(ecfg)
     tokens = self._put(data.class_tokens(names, self.config.prompt_template))
     source = data.open_source(ecfg, self.config.data)
@@ -104,11 +104,11 @@ class Evaluator:
     res.update(nonfinite_videos=int(acc.nonfinite.sum()), corrupt_videos=int(stats.corrupt),
                corrupt_where=stats.where[:20], group=ecfg.get("group", name),
                seconds=round(time.time() - t0, 1))
-    confusion = None
+    picture = None
     if not self.multi_label and len(names) <= MAX_CONFUSION_CLASSES:  # rows true, cols predicted
-      confusion = acc.confusion
-      res["confusion"] = confusion.astype(int).tolist()
-    return res, confusion
+      res["confusion"] = acc.confusion.astype(int).tolist()
+      picture = (acc.confusion, names)
+    return res, picture
 
   def __call__(self, params, step) -> dict:
     """{'step', 'sets': {name: results}, 'protocol': group summaries}."""
@@ -132,8 +132,8 @@ class Evaluator:
             + (f", {nonfinite} with non-finite scores, counted wrong" if nonfinite else "")
             + ")", flush=True)
       if confusions.get(name) is not None:
-        names = data.subset_names(self.config.evals[name])
-        metrics.plot_confusion(confusions[name], names,
+        matrix, names = confusions[name]
+        metrics.plot_confusion(matrix, names,
                                os.path.join(self.workdir, f"confusion_{name}.png"))
     with open(os.path.join(self.workdir, "eval_results.json"), "w") as f:
       json.dump(out, f, indent=2)

@@ -67,17 +67,15 @@ def init_state(config, model, mesh, rules, num_steps: int, text: Prompts,
   tx = optim.make(config_lib.optim_config(config, num_steps), boxed["params"], num_steps)
   repl = sharding.replicated(mesh)
 
-  def params_fn(key):
-    params = nn.unbox(model.init(key, *dummy))["params"]
-    return params if clip_params is None else dict(params, clip=clip_params)
-
-  def state_fn(key, opt_key):
-    params = params_fn(key)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-            "rng": jax.random.key_data(opt_key)}
+  params_shape = nn.unbox(boxed)["params"]  # shapes only; the CLIP towers as given
+  if clip_params is not None:
+    params_shape = dict(params_shape, clip=jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), clip_params))
+  shapes = {"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params_shape,
+            "opt_state": jax.eval_shape(tx.init, params_shape),
+            "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
 
   with mesh, nn.logical_axis_rules(rules):
-    shapes = jax.eval_shape(state_fn, jax.random.key(0), jax.random.key(1))
     opt_sh = sharding.shardings_like_params(shapes["opt_state"], shapes["params"], param_sh,
                                             mesh)
     state_sh = {"step": repl, "params": param_sh, "opt_state": opt_sh, "rng": repl}
