@@ -2,19 +2,22 @@
 
   .venv/bin/python benchmarks/pod_plan.py [--rows k400_l14,zero_shot_b16] [--out plan.md]
 
-For each setting, the smallest v5e and v4 slice that holds it is found by compiling
-(victr_jax/compile_report.py, libtpu; nothing runs on a chip): first without remat, and
-with `model.remat` only where the step would not fit without it. K400 L/14 is also
-compiled on a 256-chip v5e slice at the same per-chip batch (weak scaling). Prints, and
-writes to --out, a markdown table: setting, model, frames, global batch, slice, memory /
-HBM, roofline step time and its bound, clips/s per chip, MFU bound, collective bytes per
-step, and (model + recompute) / XLA FLOPs. Each compile of an L/14 step takes minutes on
-a 2-core CPU.
+For each setting (the shipped config at its own global batch), the smallest v5e and v4
+slice of at most 64 chips that holds it is found by compiling (victr_jax/compile_report.py,
+libtpu; nothing runs on a chip): a binary search over the slices with `model.remat` on
+(fitting only grows with chips), then remat off on the slice found, kept when it still
+fits. So remat is on only where the setting would not fit without it. K400 L/14 is also
+compiled on a 256-chip v5e slice at the 64-chip per-chip batch (weak scaling). Prints,
+and writes to --out, a markdown table: setting, model, frames, global batch, slice,
+remat, memory / HBM, the next smaller slice's memory (the proof it is the smallest),
+roofline step time and its bound, clips/s per chip, MFU bound, collective bytes per step,
+and (model + recompute) / XLA FLOPs. An L/14 compile takes minutes on a 2-core CPU.
 """
 import argparse
 import contextlib
 import importlib
 import io
+import json
 import os
 import sys
 import tempfile
@@ -26,69 +29,94 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from victr_jax import compile_report  # noqa: E402  pylint: disable=g-import-not-at-top
 
-# (key, config module, config argument, global batch, description)
+# (key, config module, config argument, global batch (None: the config's), description)
 SETTINGS = (
-    ("k400_l14", "k400", "model=L/14,frames=8", 256, "Kinetics-400, L/14"),
-    ("zero_shot_b16", "zero_shot", "model=B/16", 256, "zero-shot (K400 training), B/16"),
-    ("few_shot_b16", "few_shot", "model=B/16,dataset=hmdb51,shots=16", 64, "few-shot, B/16"),
-    ("base_to_novel_b16", "base_to_novel", "model=B/16,dataset=k400", 256,
+    ("k400_l14", "k400", "model=L/14,frames=8", None, "Kinetics-400, L/14"),
+    ("zero_shot_b16", "zero_shot", "model=B/16", None, "zero-shot (K400 training), B/16"),
+    ("few_shot_b16", "few_shot", "model=B/16,dataset=hmdb51,shots=16", None, "few-shot, B/16"),
+    ("base_to_novel_b16", "base_to_novel", "model=B/16,dataset=k400", None,
      "base-to-novel, B/16"),
-    ("charades_l14", "charades", "model=L/14", 256, "Charades, L/14"),
+    ("charades_l14", "charades", "model=L/14", None, "Charades, L/14"),
 )
 SLICES = {"v5e": ("v5e:2x2", "v5e:2x4", "v5e:4x4", "v5e:4x8", "v5e:8x8"),
           "v4": ("v4:2x2x1", "v4:2x2x2", "v4:2x2x4", "v4:2x4x4", "v4:4x4x4")}
 
 
-def config_of(module: str, arg: str, batch: int, remat: bool):
+def chips_of(topology: str) -> int:
+  chips = 1
+  for d in topology.split(":")[1].split("x"):
+    chips *= int(d)
+  return chips
+
+
+def config_of(module: str, arg: str, batch, remat: bool):
   c = importlib.import_module(f"configs.{module}").get_config(arg)
-  c.data.batch_size = batch
+  if batch:
+    c.data.batch_size = batch
   c.model.remat = remat
   return c
 
 
-def compile_one(config, topology: str):
+def compile_one(config, topology: str, count_flops: bool = True):
   """(exit status, report) of one compile, its printout kept quiet."""
   with tempfile.TemporaryDirectory() as wd, contextlib.redirect_stdout(io.StringIO()):
-    status = compile_report.run(config, wd, topology)
-    import json  # pylint: disable=g-import-not-at-top
+    status = compile_report.run(config, wd, topology, count_flops=count_flops)
     with open(os.path.join(wd, "compile_report.json")) as f:
       return status, json.load(f)
 
 
+def _try(module, arg, batch, topology, remat, count_flops=False):
+  t0 = time.time()
+  status, rep = compile_one(config_of(module, arg, batch, remat), topology, count_flops)
+  total = rep["memory_bytes"].get("total") or 0
+  print(f"  {topology} remat={'on' if remat else 'off'}: "
+        f"{'fits' if status == 0 else 'does not fit'} ({total / 2 ** 30:.2f} GiB, "
+        f"{time.time() - t0:.0f}s)", flush=True)
+  return status == 0, rep
+
+
 def smallest_fit(module, arg, batch, family):
-  """The report of the smallest slice of `family` that holds the setting (remat off if
-  that fits, else on), or None."""
-  for topology in SLICES[family]:
-    chips = 1
-    for d in topology.split(":")[1].split("x"):
-      chips *= int(d)
-    if batch % chips:
-      continue
-    for remat in (False, True):
-      t0 = time.time()
-      status, rep = compile_one(config_of(module, arg, batch, remat), topology)
-      print(f"  {topology} remat={remat}: {'fits' if status == 0 else 'does not fit'} "
-            f"({time.time() - t0:.0f}s)", flush=True)
-      if status == 0:
-        return rep
-  return None
+  """(report, next smaller slice's report or None) for the smallest slice of `family` that
+  holds the setting, remat off where that fits; (None, None) when none does."""
+  batch = batch or config_of(module, arg, None, True).data.batch_size
+  slices = [t for t in SLICES[family] if batch % chips_of(t) == 0]
+  lo, hi, best, smaller = 0, len(slices) - 1, None, {}
+  while lo <= hi:  # the smallest slice that fits with remat on
+    mid = (lo + hi) // 2
+    fits, rep = _try(module, arg, batch, slices[mid], True)
+    if fits:
+      best, hi = mid, mid - 1
+    else:
+      smaller[mid], lo = rep, mid + 1
+  if best is None:
+    return None, None
+  fits, rep = _try(module, arg, batch, slices[best], False, count_flops=True)
+  if not fits:
+    fits, rep = _try(module, arg, batch, slices[best], True, count_flops=True)
+  return rep, smaller.get(best - 1)
 
 
-def row(name, rep) -> str:
+def row(name, rep, smaller=None) -> str:
   m, r, f = rep["memory_bytes"], rep.get("roofline", {}), rep["flops"]
   moved = sum(v["bytes"] for v in rep.get("collectives", {}).values())
   acc = f"{f['accounted']:.2f}" if f.get("accounted") else "—"
+  below = "—"
+  if smaller:
+    used = smaller["memory_bytes"].get("total")
+    below = (f"{smaller['topology']}: {used / 2 ** 30:.1f} GiB" if used
+             else f"{smaller['topology']}: does not fit")
   return (f"| {name} | {rep['model']} | {rep['frames']} | {rep['global_batch']} | "
           f"{rep['topology']} | {'on' if rep['remat'] else 'off'} | "
-          f"{m['total'] / 2 ** 30:.1f} / {rep['hbm_bytes'] / 2 ** 30:.2f} GiB | "
+          f"{m['total'] / 2 ** 30:.1f} / {rep['hbm_bytes'] / 2 ** 30:.2f} GiB | {below} | "
           f"{r.get('step_s', 0) * 1e3:.0f} ms ({r.get('bound', '?')}) | "
           f"{r.get('clips_per_s_per_chip', 0):.1f} | {100 * r.get('mfu_bound', 0):.0f}% | "
           f"{moved / 2 ** 30:.2f} GiB | {acc} |")
 
 
 HEADER = ("| setting | model | frames | global batch | slice | remat | memory / HBM per chip | "
-          "step (bound) | clips/s per chip | MFU bound | collective bytes | "
-          "(model + recompute) / XLA FLOPs |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "next smaller slice (remat on) | step (bound) | clips/s per chip | MFU bound | "
+          "collective bytes | (model + recompute) / XLA FLOPs |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv=None) -> int:
@@ -104,12 +132,14 @@ def main(argv=None) -> int:
       continue
     for family in args.families.split(","):
       print(f"{what} ({family}):", flush=True)
-      rep = smallest_fit(module, arg, batch, family)
-      lines.append(row(what, rep) if rep else f"| {what} | — | — | {batch} | no {family} slice "
-                   "up to 64 chips | | | | | | | |")
-    if key == "k400_l14":  # weak scaling: 256 chips at the 64-chip per-chip batch
-      status, rep = compile_one(config_of(module, arg, 1024, True), "v5e:16x16")
-      lines.append(row(what + ", weak scaling", rep))
+      rep, smaller = smallest_fit(module, arg, batch, family)
+      lines.append(row(what, rep, smaller) if rep else
+                   f"| {what} | — | — | {batch} | no {family} slice up to 64 chips |"
+                   + " |" * 8)
+      if key == "k400_l14" and family == "v5e" and rep:  # weak scaling to 256 chips
+        per_chip = rep["global_batch"] // rep["chips"]
+        _, weak = _try(module, arg, per_chip * 256, "v5e:16x16", rep["remat"], True)
+        lines.append(row(what + ", weak scaling", weak))
   table = "\n".join(lines)
   print(table)
   if args.out:

@@ -29,5 +29,5 @@ def get_config(arg=None):
   c.optim.lr, c.optim.label_smoothing = 8e-6, 0.0
   c.optim.mixup_alpha = c.optim.cutmix_alpha = 0.0
   c.num_epochs = 50
-  c.mesh.fsdp, c.mesh.data = -1, 1
+  c.mesh.fsdp, c.mesh.data = 8, -1  # towers sharded FSDP-style in groups of 8 chips
   return config_lib.apply_variant(c, a.variant)

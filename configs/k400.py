@@ -24,5 +24,5 @@ def get_config(arg=None):
                                             "kinetics400")
   c.optim.lr = 8e-6
   c.num_epochs = 30
-  c.mesh.fsdp, c.mesh.data = -1, 1  # shard the towers FSDP-style on pods
+  c.mesh.fsdp, c.mesh.data = 8, -1  # towers sharded FSDP-style in groups of 8 chips (pods)
   return config_lib.apply_variant(c, a.variant)

@@ -92,3 +92,20 @@ def test_tpu_mesh_replica_groups():
   col = compile_report.collectives(line)
   assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 128 * 32 * 2
   assert col["all-gather"]["moved_bytes"] == 128 * 32 * 2 * 3 / 4  # 4 devices per group
+
+
+def test_tpu_mesh_replica_groups_with_device_ids():
+  """A mesh over a permuted device order names device_ids between the mesh and its axes."""
+  line = ("%ag = bf16[128,32]{0,1:T(8,128)(2,1)} all-gather(%p), channel_id=95, "
+          "replica_groups=mesh['axis_0'=1,'axis_1'=4,'axis_2'=2], device_ids=([2,4]T(1,0)) "
+          "{'axis_1'}, dimensions={1}")
+  col = compile_report.collectives(line)
+  assert col["all-gather"]["moved_bytes"] == 128 * 32 * 2 * 3 / 4
+
+
+def test_a_collective_split_over_async_stages_counts_once():
+  """TPU async collectives repeat the op, with its channel, in every stage's fusion."""
+  stage = ("%ag.{} = bf16[1024,64]{{1,0}} all-gather(%p), channel_id=7, "
+           "replica_groups=[1,4]<=[4], dimensions={{0}}")
+  col = compile_report.collectives("\n".join(stage.format(i) for i in range(5)))
+  assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 1024 * 64 * 2

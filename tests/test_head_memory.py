@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from victr_jax import clip, models
+from victr_jax import clip, models, sharding
 from victr_jax.models import head as H
 
 B, T, J, D, HEADS, SCALE, N_CLS = 2, 3, 6, 16, 2, 7.0, 2  # 1 + J = 7 tokens per frame
@@ -174,7 +174,7 @@ def test_chunked_head_shards_over_a_mesh_and_matches_one_device(rng):
   rules = (("batch", "data"), ("mlp", "model"), ("heads", "model"), ("embed", None),
            ("time", None), ("tokens", None), ("length", None), ("proj", None))
   mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
-  with mesh, nn.logical_axis_rules(rules):
+  with sharding.use(mesh, rules):
     p = jax.device_put(params, nn.logical_to_mesh_sharding(specs, mesh, rules))
     fs = jax.device_put(f, NamedSharding(mesh, P("data")))
     got = jax.jit(step)(p, fs, e)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from victr_jax import clip, models
+from victr_jax import clip, models, sharding
 from victr_jax.models import head as H
 
 T, N, M, K = 4, 3, 4, 3
@@ -268,7 +268,7 @@ def test_logical_axes_shard_over_a_mesh_and_match_one_device(rng):
   rules = (("batch", "data"), ("mlp", "model"), ("heads", "model"), ("embed", None),
            ("vocab", None), ("time", None), ("tokens", None), ("length", None), ("proj", None))
   mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
-  with mesh, nn.logical_axis_rules(rules):
+  with sharding.use(mesh, rules):
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rules)
     params = jax.device_put(v["params"], shardings)
     got = jax.jit(model.apply)({"params": params}, frames, ct, at, cats)["logits"]

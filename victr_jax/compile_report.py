@@ -18,12 +18,12 @@ import os
 import re
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from victr_jax import config_lib, evaluate, models, sharding, train_state
+from victr_jax.clip import model as clip_model
 from victr_jax.models import cost
 
 GIB = 2 ** 30
@@ -96,9 +96,10 @@ def _shape_bytes(text: str) -> int:
 
 
 def _group_size(line: str) -> int:
-  """Devices per replica group: `mesh['axis_0'=1,'axis_1'=4] {'axis_1'}` (TPU), the iota
+  """Devices per replica group: `mesh['axis_0'=1,'axis_1'=4] {'axis_1'}` (TPU; a
+  `device_ids=(...)` may stand between the mesh and its axes), the iota
   form `[groups,size]<=[N]`, or explicit `{{0,1,2,3},...}`."""
-  m = re.search(r"replica_groups=mesh\[([^\]]*)\]\s*\{([^}]*)\}", line)
+  m = re.search(r"replica_groups=mesh\[([^\]]*)\][^{]*\{([^}]*)\}", line)
   if m:
     sizes = {k.strip("' "): int(v) for k, v in re.findall(r"('[^']+')=(\d+)", m.group(1))}
     return math.prod(sizes.get(a.strip("' "), 1) for a in m.group(2).split(",") if a.strip())
@@ -111,12 +112,18 @@ def _group_size(line: str) -> int:
 
 def collectives(hlo_text: str) -> dict:
   """{kind: {'count', 'bytes' (result bytes), 'moved_bytes' (per device, ring model)}}
-  of the collectives in a compiled (per-device) HLO module."""
+  of the collectives in a compiled (per-device) HLO module, each channel counted once."""
   out = {k: {"count": 0, "bytes": 0, "moved_bytes": 0.0} for k in COLLECTIVES}
+  seen = set()
   for line in hlo_text.splitlines():
     m = _OP.search(line)
     if not m or "-done" in line.split("=")[0]:
       continue
+    channel = re.search(r"channel_id=(\d+)", line)
+    if channel:  # TPU async collectives repeat the op in each stage's fusion: one channel
+      if (m.group(2), channel.group(1)) in seen:
+        continue
+      seen.add((m.group(2), channel.group(1)))
     kind, result = m.group(2), m.group(1)
     if m.group(3) and result.startswith("("):  # async start: (operands..., result)
       result = [f"{d}[{dims}]" for d, dims in _SHAPE.findall(result)][-1]
@@ -136,28 +143,33 @@ def model_flops(config, model, text, global_batch: int) -> dict:
   """Useful FLOPs of one train step over all devices (models/cost.py): the image tower on
   every frame, the head on every video, the text tower once on the n + m prompts;
   forward + backward (x3) where trainable, forward only where frozen; and the forward
-  that remat recomputes."""
+  that the rematerialised backward recomputes (remat blocks, chunked steps)."""
   c, m, t = model.clip_cfg, config.model, config.data.num_frames
   n = int(text.tokens.shape[0])
   aux = 0 if text.aux_tokens is None else int(text.aux_tokens.shape[0])
   length = int(text.tokens.shape[1])
+  frames, prompts = global_batch * t, n + aux
   image = cost.vit_flops(c.image_size, c.patch_size, c.vision_width, c.vision_layers,
-                         c.vision_width * 4, c.embed_dim) * global_batch * t
+                         c.vision_width * 4, c.embed_dim) * frames
   txt = cost.text_flops(length, c.text_width, c.text_layers, c.text_width * 4,
-                        c.embed_dim) * (n + aux)
-  head = 0.0
+                        c.embed_dim) * prompts
+  head = head_re = 0.0
   if m.name == "victr":
     h = m.head
-    head = cost.head_flops(t, n, aux, c.embed_dim, width=h.get("width", 0) or 0,
-                           layers=h.num_layers, mlp_ratio=h.mlp_ratio,
-                           attention=h.attention) * global_batch
+    shape = dict(width=h.get("width", 0) or 0, layers=h.num_layers, mlp_ratio=h.mlp_ratio,
+                 attention=h.attention)
+    head = cost.head_flops(t, n, aux, c.embed_dim, **shape) * global_batch
+    head_re = cost.recomputed_head_flops(t, n, aux, c.embed_dim, remat=m.remat,
+                                         chunk=int(h.get("attention_chunk", 0)),
+                                         **shape) * global_batch
   frozen_img, frozen_txt = m.get("freeze_image_tower", False), m.get("freeze_text_tower", False)
-  useful = (image * (1 if frozen_img else 3) + txt * (1 if frozen_txt else 3) + head * 3)
-  recompute = 0.0
-  if m.get("remat", False):
-    recompute += 0 if frozen_img else image
-    recompute += 0 if frozen_txt else txt
-    recompute += head if m.get("remat_head", True) else 0.0
+  useful = image * (1 if frozen_img else 3) + txt * (1 if frozen_txt else 3) + head * 3
+  recompute = head_re
+  if m.remat:
+    recompute += 0 if frozen_img else cost.recomputed_vit_flops(
+        c.image_size, c.patch_size, c.vision_width, c.vision_layers, c.vision_width * 4) * frames
+    recompute += 0 if frozen_txt else cost.recomputed_text_flops(
+        length, c.text_width, c.text_layers, c.text_width * 4) * prompts
   return {"useful": useful, "recompute": recompute, "image": image, "text": txt, "head": head}
 
 
@@ -215,9 +227,11 @@ def largest_buffers(stablehlo: str, k: int = 8) -> list[str]:
   return [r for _, r in sorted(rows, key=lambda r: -r[0])[:k]]
 
 
-def compile_steps(config, devices, abstract_only: bool = False):
+def compile_steps(config, devices, count_flops: bool = True):
   """Lowers and compiles the train and eval steps of `config` for `devices`: returns
-  ({'train': compiled or exception, 'eval': ...}, context dict)."""
+  ({'train': compiled or exception, 'eval': ...}, context dict). With chunked head steps
+  and `count_flops`, the train step is compiled once more with its loops unrolled, for
+  XLA's FLOP count (its cost analysis counts a loop body once)."""
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
   model = models.build_model(config.model)
@@ -244,7 +258,7 @@ def compile_steps(config, devices, abstract_only: bool = False):
   eval_frames = jax.ShapeDtypeStruct((edcfg.eval_batch_size, views, d.num_frames, c.image_size,
                                       c.image_size, 3), jnp.float32, sharding=batch_sh)
   out = {}
-  with mesh, nn.logical_axis_rules(rules):
+  with sharding.use(mesh, rules):
     p_train = jax.jit(train_state.make_train_step(model, st.tx, config.optim, n, d.multi_label),
                       in_shardings=(st.shardings, batch_sh, repl, repl, repl),
                       out_shardings=(st.shardings, repl), donate_argnums=(0,))
@@ -263,6 +277,13 @@ def compile_steps(config, devices, abstract_only: bool = False):
         out[name] = e
         out[name + "_largest"] = largest_buffers(lowered.as_text(debug_info=True))
       out[name + "_seconds"] = round(time.time() - t0, 1)
+    hc = config.model.get("head", {})
+    if count_flops and not isinstance(out["train"], Exception) and (
+        hc.get("attention_chunk", 0) or hc.get("video_chunk", 0)):
+      t0 = time.time()
+      with clip_model.unrolled_steps():
+        out["train_flops"] = _cost(p_train.lower(st.state, batch, *texts).compile())["flops"]
+      out["train_seconds"] += round(time.time() - t0, 1)
   ctx = {"mesh": dict(mesh.shape), "model": model, "text": text, "state": st,
          "eval_batch": int(edcfg.eval_batch_size), "views": views}
   return out, ctx
@@ -310,6 +331,9 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
   train = compiled["train"]
   if not isinstance(train, Exception):
     cst = _cost(train)
+    if "train_flops" in compiled:
+      cst["flops"] = compiled["train_flops"]
+      rep["xla_flops_loops_unrolled"] = True
     col = collectives(train.as_text())
     rep["flops"]["xla_per_device"] = cst["flops"]
     rep["flops"]["accounted"] = ((flops["useful"] + flops["recompute"]) / chips / cst["flops"]
@@ -391,12 +415,13 @@ def print_report(rep: dict) -> None:
       print(f"    {tip}")
 
 
-def run(config, workdir: str, topology: str = "local") -> int:
+def run(config, workdir: str, topology: str = "local", count_flops: bool = True) -> int:
   """Compiles, writes WORKDIR/compile_report.json, prints the table; returns the exit
-  status (0 fits, 3 does not)."""
+  status (0 fits, 3 does not). count_flops=False skips the unrolled compile that counts
+  chunked steps' FLOPs (memory only: the pod plan's slice search)."""
   devices = slice_devices(topology)
   config_lib.check_config(config, "compile", len(devices))
-  compiled, ctx = compile_steps(config, devices)
+  compiled, ctx = compile_steps(config, devices, count_flops)
   rep = build_report(config, topology, devices, compiled, ctx)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "compile_report.json"), "w") as f:

@@ -9,7 +9,7 @@ A config is an ml_collections.ConfigDict with fields:
   evals          name -> data set evaluated (with `group`: sets of one protocol averaged)
   optim          optimiser (victr_jax/optim.py)
   num_train_steps or num_epochs (x train records / batch), log/eval/checkpoint cadence,
-  mesh           {data, fsdp, model} sizes (-1: the rest), fsdp_params
+  mesh           {data, fsdp, model} sizes (-1: the rest; fsdp > 1: a group size), fsdp_params
 """
 import math
 import os

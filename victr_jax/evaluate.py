@@ -16,7 +16,6 @@ import json
 import os
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,7 +67,7 @@ class Evaluator:
     self.repl, self.batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     self.aux = (self._put(text.aux_tokens), self._put(text.aux_cats))
     repl = self.repl
-    with mesh, nn.logical_axis_rules(rules):
+    with sharding.use(mesh, rules):
       self.step_fn = jax.jit(make_eval_step(model),
                              in_shardings=(param_shardings, self.batch_sh, repl, repl, repl),
                              out_shardings=repl)
@@ -93,7 +92,7 @@ class Evaluator:
     dcfg = data.with_classes(self.dcfg, len(names))
     for batch in pipeline.eval_dataset(source, dcfg, self.host, jax.process_count(), stats):
       frames = pipeline.to_global({"f": batch["frames"]}, self.batch_sh)["f"]
-      with self.mesh, nn.logical_axis_rules(self.rules):
+      with sharding.use(self.mesh, self.rules):
         logits = np.asarray(self.step_fn(params, frames, tokens, *self.aux))
       local = {k: batch[k] for k in ("label", "mask", "index", "corrupt")}
       if jax.process_count() > 1:

@@ -2,15 +2,22 @@
 
 The mesh has three axes from the config: `data` (batch), `fsdp` (batch + parameter
 shards, ZeRO-3 style) and `model` (tensor parallel over MLP / attention heads). A size of
--1 takes the remaining devices. Logical names used by the models ('batch', 'embed', 'mlp',
+-1 takes the remaining devices. An `fsdp` size > 1 is a group size: parameters are split
+over groups of that many devices (fewer when fewer are there: gcd with the devices left
+by `model`) and replicated across groups, whose number `data=-1` takes. Groups of 8 keep
+each parameter all-gather on one ring of neighbouring chips of a pod slice, where one
+group over all 64 chips of v5e:8x8 makes XLA gather through all-reduces of zero-padded
+buffers (twice the bytes). Logical names used by the models ('batch', 'embed', 'mlp',
 'heads', 'vocab', ...) map onto mesh axes by `logical_rules`; a name mapped to None is
 replicated.
 """
+import contextlib
 import math
 
 import flax.linen as nn
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXES = ("data", "fsdp", "model")
@@ -19,6 +26,9 @@ AXES = ("data", "fsdp", "model")
 def mesh_shape(cfg_mesh, num_devices: int) -> tuple[int, int, int]:
   """Resolves the config's {data, fsdp, model} sizes (one may be -1) for num_devices."""
   sizes = [int(cfg_mesh.get(a, 1)) for a in AXES]
+  model = sizes[2] if sizes[2] > 0 else 1
+  if sizes[1] > 1 and num_devices % model == 0:  # an FSDP group: at most what is there
+    sizes[1] = math.gcd(sizes[1], num_devices // model)
   if sizes.count(-1) > 1:
     raise ValueError(f"config field mesh: at most one axis may be -1, got {dict(zip(AXES, sizes))}")
   known = math.prod(s for s in sizes if s != -1)
@@ -33,9 +43,16 @@ def mesh_shape(cfg_mesh, num_devices: int) -> tuple[int, int, int]:
 
 
 def make_mesh(cfg_mesh, devices=None) -> Mesh:
+  """The (data, fsdp, model) mesh, laid out on the chips' physical topology where jax
+  knows it (mesh_utils: on a TPU slice each FSDP group is a ring of neighbouring chips),
+  else in device order."""
   devices = jax.devices() if devices is None else devices
   shape = mesh_shape(cfg_mesh, len(devices))
-  return Mesh(np.asarray(devices).reshape(shape), AXES)
+  try:
+    grid = mesh_utils.create_device_mesh(shape, devices)
+  except (ValueError, NotImplementedError, AssertionError):
+    grid = np.asarray(devices).reshape(shape)
+  return Mesh(grid, AXES)
 
 
 def logical_rules(fsdp_params: bool = True):
@@ -52,6 +69,27 @@ def logical_rules(fsdp_params: bool = True):
       ("time", None),
       ("tokens", None),
   )
+
+
+@contextlib.contextmanager
+def use(mesh: Mesh, rules):
+  """The mesh and logical rules in force while a step is traced. jax.set_mesh, not the
+  legacy `with mesh:`: flax's activation constraints (nn.with_logical_constraint) read the
+  abstract mesh that only set_mesh installs, and are silently skipped without it, which
+  leaves XLA free to split the text tower's features instead of its prompts."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def logical_axis_size(name: str) -> int:
+  """Devices the logical axis `name` is split over under the active mesh and rules (1
+  outside a mesh): e.g. how many shards a 'batch' dimension is cut into."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 1
+  axes = nn.logical_to_mesh_axes((name,))[0]
+  axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+  return math.prod(mesh.shape[a] for a in axes)
 
 
 def param_shardings(abstract_variables, mesh: Mesh, rules):

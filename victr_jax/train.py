@@ -17,7 +17,6 @@ import os
 import signal
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -191,7 +190,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
                      for x in (text.tokens, text.aux_tokens, text.aux_cats))
   evaluate_at = evaluate.Evaluator(config, model, mesh, rules, st.param_shardings, text,
                                    workdir, writer)
-  with mesh, nn.logical_axis_rules(rules):
+  with sharding.use(mesh, rules):
     p_train = jax.jit(train_state.make_train_step(model, st.tx, config.optim, len(text.names),
                                                   dcfg.multi_label),
                       in_shardings=(st.shardings, batch_sh, repl, repl, repl),
@@ -210,7 +209,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
                      jax.process_count())
       for step in range(start, num_steps):
         batch = pipeline.to_global(next(train_iter), batch_sh)
-        with mesh, nn.logical_axis_rules(rules):
+        with sharding.use(mesh, rules):
           if step == start:  # compile once, ahead of time, and read its FLOPs
             p_train, log.flops_per_step = _compile(p_train, state, batch, *train_text)
           state, m = p_train(state, batch, *train_text)

@@ -75,7 +75,7 @@ def init_state(config, model, mesh, rules, num_steps: int, text: Prompts,
             "opt_state": jax.eval_shape(tx.init, params_shape),
             "rng": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))}
 
-  with mesh, nn.logical_axis_rules(rules):
+  with sharding.use(mesh, rules):
     opt_sh = sharding.shardings_like_params(shapes["opt_state"], shapes["params"], param_sh,
                                             mesh)
     state_sh = {"step": repl, "params": param_sh, "opt_state": opt_sh, "rng": repl}

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from victr_jax.clip.model import (MLP, LayerNorm, MultiheadAttention, blocked_attention,  # noqa: F401
-                                  l2_normalize)
+                                  l2_normalize, map_steps)
 
 Dtype = Any
 AFFINITY_FNS = ("softmax", "sigmoid", "none")
@@ -110,8 +110,7 @@ def _mapped(module: nn.Module, xs, *args):
   other arguments shared: module(xs[s], *args) stacked over s, with its own parameters."""
   params = module.variables["params"]
   plain = module.clone(parent=None)
-  step = jax.checkpoint(lambda x: plain.apply({"params": params}, x, *args), prevent_cse=False)
-  return jax.lax.map(step, xs)
+  return map_steps(lambda x: plain.apply({"params": params}, x, *args), xs)
 
 
 def frame_blocked(module: nn.Module, x: jax.Array) -> jax.Array:

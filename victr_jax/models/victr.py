@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from victr_jax import sharding
 from victr_jax.clip.config import CLIPConfig
 from victr_jax.clip.model import CLIP
 from victr_jax.models import head as H
@@ -28,6 +29,19 @@ LEGACY_HEAD = {"temporal_init_std": 0.02, "temporal_relative": False,
                "aux_logit_scale": False}
 
 
+def shard_prompts(tokens):
+  """tokens (J, L) padded with empty prompts to a multiple of the batch shards and split
+  over them like a batch of videos: each device runs the text tower on J / shards prompts
+  with its parameters gathered (FSDP), instead of XLA splitting the tower's features
+  across devices and all-reducing every layer's activations (J = 501 prompts on 64 chips
+  is not a multiple). The caller drops the padding rows."""
+  shards = sharding.logical_axis_size("batch")
+  pad = -tokens.shape[0] % shards
+  if pad:
+    tokens = jnp.pad(tokens, ((0, pad), (0, 0)))
+  return nn.with_logical_constraint(tokens, ("batch", "length"))
+
+
 def encode_towers(clip: CLIP, cfg, frames, class_tokens, aux_tokens):
   """CLIP frame embeddings (B, T, D) and text embeddings (n [+ m], D); the frozen towers
   are cut from the gradient. Returns (frames, text, scale)."""
@@ -38,7 +52,7 @@ def encode_towers(clip: CLIP, cfg, frames, class_tokens, aux_tokens):
     tokens = jnp.concatenate([pad(class_tokens), pad(aux_tokens)])
   else:
     tokens = class_tokens
-  e = clip.encode_text(tokens)
+  e = clip.encode_text(shard_prompts(tokens))[:tokens.shape[0]]
   if cfg.freeze_image_tower:
     f = jax.lax.stop_gradient(f)
   if cfg.freeze_text_tower:
