@@ -5,13 +5,16 @@
 For each setting (the shipped config at its own global batch), the smallest v5e and v4
 slice of at most 64 chips that holds it is found by compiling (victr_jax/compile_report.py,
 libtpu; nothing runs on a chip): a binary search over the slices with `model.remat` on
-(fitting only grows with chips), then remat off on the slice found, kept when it still
-fits. So remat is on only where the setting would not fit without it. K400 L/14 is also
-compiled on a 256-chip v5e slice at the 64-chip per-chip batch (weak scaling). Prints,
+(fitting only grows with chips; train step only), then remat off on the slice found, kept
+when it still fits, so remat is on only where the setting would not fit without it (a
+slice holds a setting when both steps leave 10% of its HBM free); then
+both steps are compiled there for the table (the head's loops counted unrolled). K400 L/14 is also
+compiled on v5e:8x8 and v5e:16x16 at 4 clips per chip (weak scaling). Prints,
 and writes to --out, a markdown table: setting, model, frames, global batch, slice,
 remat, memory / HBM, the next smaller slice's memory (the proof it is the smallest),
 roofline step time and its bound, clips/s per chip, MFU bound, collective bytes per step,
-and (model + recompute) / XLA FLOPs. An L/14 compile takes minutes on a 2-core CPU.
+and (model + recompute) / XLA FLOPs. An L/14 compile takes minutes on a 2-core CPU;
+--cache keeps every result, so a stopped plan resumes.
 """
 import argparse
 import contextlib
@@ -50,6 +53,7 @@ def chips_of(topology: str) -> int:
 
 
 def config_of(module: str, arg: str, batch, remat: bool):
+  """The shipped config, at `batch` (None: its own) and with remat on or off."""
   c = importlib.import_module(f"configs.{module}").get_config(arg)
   if batch:
     c.data.batch_size = batch
@@ -57,22 +61,37 @@ def config_of(module: str, arg: str, batch, remat: bool):
   return c
 
 
-def compile_one(config, topology: str, count_flops: bool = True):
-  """(exit status, report) of one compile, its printout kept quiet."""
+def compile_one(config, topology: str, final: bool = False):
+  """(exit status, report) of one compile, its printout kept quiet: the train step only,
+  or, `final`, both steps with the head's loops counted unrolled."""
   with tempfile.TemporaryDirectory() as wd, contextlib.redirect_stdout(io.StringIO()):
-    status = compile_report.run(config, wd, topology, count_flops=count_flops)
+    status = compile_report.run(config, wd, topology, count_flops=final, train_only=not final)
     with open(os.path.join(wd, "compile_report.json")) as f:
       return status, json.load(f)
 
 
-def _try(module, arg, batch, topology, remat, count_flops=False):
+ARGS = argparse.Namespace(cache="")
+MIN_HEADROOM = 0.10  # a slice holds a setting when it leaves this much of its HBM free
+CACHE = {}  # (config module, arg, batch, topology, remat, final) -> [fits, report]
+
+
+def _try(module, arg, batch, topology, remat, final=False):
+  key = json.dumps([module, arg, batch, topology, remat, final])
+  if key in CACHE:
+    return tuple(CACHE[key])
   t0 = time.time()
-  status, rep = compile_one(config_of(module, arg, batch, remat), topology, count_flops)
+  status, rep = compile_one(config_of(module, arg, batch, remat), topology, final)
+  used = max(rep["memory_bytes"].get("total") or 0,
+             rep.get("eval_memory_bytes", {}).get("total") or 0)
+  CACHE[key] = [status == 0 and used <= (1 - MIN_HEADROOM) * rep["hbm_bytes"], rep]
+  if ARGS.cache:
+    with open(ARGS.cache, "w") as f:
+      json.dump(CACHE, f)
   total = rep["memory_bytes"].get("total") or 0
   print(f"  {topology} remat={'on' if remat else 'off'}: "
-        f"{'fits' if status == 0 else 'does not fit'} ({total / 2 ** 30:.2f} GiB, "
+        f"{'fits' if CACHE[key][0] else 'does not fit'} ({total / 2 ** 30:.2f} GiB, "
         f"{time.time() - t0:.0f}s)", flush=True)
-  return status == 0, rep
+  return tuple(CACHE[key])
 
 
 def smallest_fit(module, arg, batch, family):
@@ -80,24 +99,24 @@ def smallest_fit(module, arg, batch, family):
   holds the setting, remat off where that fits; (None, None) when none does."""
   batch = batch or config_of(module, arg, None, True).data.batch_size
   slices = [t for t in SLICES[family] if batch % chips_of(t) == 0]
-  lo, hi, best, smaller = 0, len(slices) - 1, None, {}
+  lo, hi, best, reports = 0, len(slices) - 1, None, {}
   while lo <= hi:  # the smallest slice that fits with remat on
     mid = (lo + hi) // 2
-    fits, rep = _try(module, arg, batch, slices[mid], True)
-    if fits:
-      best, hi = mid, mid - 1
-    else:
-      smaller[mid], lo = rep, mid + 1
+    fits, reports[mid] = _try(module, arg, batch, slices[mid], True)
+    best, lo, hi = (mid, lo, mid - 1) if fits else (best, mid + 1, hi)
   if best is None:
     return None, None
-  fits, rep = _try(module, arg, batch, slices[best], False, count_flops=True)
-  if not fits:
-    fits, rep = _try(module, arg, batch, slices[best], True, count_flops=True)
-  return rep, smaller.get(best - 1)
+  remat = not _try(module, arg, batch, slices[best], False)[0]
+  fits, rep = _try(module, arg, batch, slices[best], remat, final=True)  # with the eval step
+  if not fits and best + 1 < len(slices):  # the eval step does not fit: one slice up
+    fits, rep = _try(module, arg, batch, slices[best + 1], remat, final=True)
+    best += 1
+  return (rep, reports.get(best - 1)) if fits else (None, None)
 
 
 def row(name, rep, smaller=None) -> str:
   m, r, f = rep["memory_bytes"], rep.get("roofline", {}), rep["flops"]
+  ev = rep.get("eval_memory_bytes", {}).get("total") or 0
   moved = sum(v["bytes"] for v in rep.get("collectives", {}).values())
   acc = f"{f['accounted']:.2f}" if f.get("accounted") else "—"
   below = "—"
@@ -107,14 +126,18 @@ def row(name, rep, smaller=None) -> str:
              else f"{smaller['topology']}: does not fit")
   return (f"| {name} | {rep['model']} | {rep['frames']} | {rep['global_batch']} | "
           f"{rep['topology']} | {'on' if rep['remat'] else 'off'} | "
-          f"{m['total'] / 2 ** 30:.1f} / {rep['hbm_bytes'] / 2 ** 30:.2f} GiB | {below} | "
-          f"{r.get('step_s', 0) * 1e3:.0f} ms ({r.get('bound', '?')}) | "
+          f"{m['total'] / 2 ** 30:.1f} (eval {ev / 2 ** 30:.1f}) / "
+          f"{rep['hbm_bytes'] / 2 ** 30:.2f} GiB | {below} | "
+          f"{r.get('step_s', 0) * 1e3:.0f} ms ({r.get('bound', '?')}; compute "
+          f"{r.get('compute_s', 0) * 1e3:.0f}, HBM {r.get('memory_s', 0) * 1e3:.0f}, ICI "
+          f"{r.get('communication_s', 0) * 1e3:.0f}) | "
           f"{r.get('clips_per_s_per_chip', 0):.1f} | {100 * r.get('mfu_bound', 0):.0f}% | "
           f"{moved / 2 ** 30:.2f} GiB | {acc} |")
 
 
 HEADER = ("| setting | model | frames | global batch | slice | remat | memory / HBM per chip | "
-          "next smaller slice (remat on) | step (bound) | clips/s per chip | MFU bound | "
+          "next smaller slice (remat on) | roofline step ms (bound; compute, HBM, ICI) | "
+          "clips/s per chip | MFU bound | "
           "collective bytes | (model + recompute) / XLA FLOPs |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
@@ -125,7 +148,13 @@ def main(argv=None) -> int:
   p.add_argument("--rows", default=",".join(s[0] for s in SETTINGS))
   p.add_argument("--families", default="v5e,v4")
   p.add_argument("--out", default="")
+  p.add_argument("--cache", default="", help="JSON file of compile results: read at the "
+                 "start, written after each compile, so that a stopped plan resumes")
   args = p.parse_args(argv)
+  ARGS.cache = args.cache
+  if args.cache and os.path.exists(args.cache):
+    with open(args.cache) as f:
+      CACHE.update(json.load(f))
   lines = [HEADER]
   for key, module, arg, batch, what in SETTINGS:
     if key not in args.rows.split(","):
@@ -136,10 +165,10 @@ def main(argv=None) -> int:
       lines.append(row(what, rep, smaller) if rep else
                    f"| {what} | — | — | {batch} | no {family} slice up to 64 chips |"
                    + " |" * 8)
-      if key == "k400_l14" and family == "v5e" and rep:  # weak scaling to 256 chips
-        per_chip = rep["global_batch"] // rep["chips"]
-        _, weak = _try(module, arg, per_chip * 256, "v5e:16x16", rep["remat"], True)
-        lines.append(row(what + ", weak scaling", weak))
+      if key == "k400_l14" and family == "v5e" and rep:  # weak scaling: 4 clips per chip
+        for topology, chips in (("v5e:8x8", 64), ("v5e:16x16", 256)):
+          _, weak = _try(module, arg, 4 * chips, topology, rep["remat"], final=True)
+          lines.append(row(f"{what}, weak scaling ({chips} chips)", weak))
   table = "\n".join(lines)
   print(table)
   if args.out:

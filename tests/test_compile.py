@@ -109,3 +109,17 @@ def test_a_collective_split_over_async_stages_counts_once():
            "replica_groups=[1,4]<=[4], dimensions={{0}}")
   col = compile_report.collectives("\n".join(stage.format(i) for i in range(5)))
   assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 1024 * 64 * 2
+
+
+def test_chunked_steps_are_counted_unrolled(tmp_path, no_data):
+  """XLA's cost analysis counts a loop body once: with the head's attention and MLP run a
+  block at a time (lax.map), the report counts the unrolled program, which does the work
+  of the plain step and recomputes the chunks' scores on top."""
+  def xla_flops(chunk):
+    c = _tiny()
+    c.model.head.attention_chunk = chunk
+    assert compile_report.run(c, str(tmp_path / str(chunk)), "v5e:2x2") == compile_report.FITS
+    rep = json.load(open(tmp_path / str(chunk) / "compile_report.json"))
+    assert bool(rep.get("xla_flops_loops_unrolled")) == (chunk > 0)
+    return rep["flops"]["xla_per_device"]
+  assert xla_flops(4) > xla_flops(0)

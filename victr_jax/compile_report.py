@@ -227,11 +227,9 @@ def largest_buffers(stablehlo: str, k: int = 8) -> list[str]:
   return [r for _, r in sorted(rows, key=lambda r: -r[0])[:k]]
 
 
-def compile_steps(config, devices, count_flops: bool = True):
-  """Lowers and compiles the train and eval steps of `config` for `devices`: returns
-  ({'train': compiled or exception, 'eval': ...}, context dict). With chunked head steps
-  and `count_flops`, the train step is compiled once more with its loops unrolled, for
-  XLA's FLOP count (its cost analysis counts a loop body once)."""
+def _programs(config, devices):
+  """The config's jitted train and eval steps for `devices` with abstract arguments:
+  (mesh, rules, {'train': (fn, args), 'eval': (fn, args)}, context dict)."""
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
   model = models.build_model(config.model)
@@ -257,35 +255,72 @@ def compile_steps(config, devices, count_flops: bool = True):
   views = d.num_test_clips * d.num_test_crops
   eval_frames = jax.ShapeDtypeStruct((edcfg.eval_batch_size, views, d.num_frames, c.image_size,
                                       c.image_size, 3), jnp.float32, sharding=batch_sh)
+  p_train = jax.jit(train_state.make_train_step(model, st.tx, config.optim, n, d.multi_label),
+                    in_shardings=(st.shardings, batch_sh, repl, repl, repl),
+                    out_shardings=(st.shardings, repl), donate_argnums=(0,))
+  p_eval = jax.jit(evaluate.make_eval_step(model),
+                   in_shardings=(st.param_shardings, batch_sh, repl, repl, repl),
+                   out_shardings=repl)
+  ctx = {"mesh": dict(mesh.shape), "model": model, "text": text, "state": st,
+         "eval_batch": int(edcfg.eval_batch_size), "views": views}
+  return mesh, rules, {"train": (p_train, (st.state, batch) + texts),
+                       "eval": (p_eval, (st.state["params"], eval_frames) + texts)}, ctx
+
+
+def _is_oom(e: Exception) -> bool:
+  return "RESOURCE_EXHAUSTED" in str(e) or "memory" in str(e).lower()
+
+
+# Slices of v5p (95 GiB per chip) by chip count, where unrolled steps are counted: the
+# unrolled program holds more at once than the looped one, and the FLOPs per chip do not
+# depend on the chip.
+_COUNTING_SLICES = {4: "v5p:2x2x1", 8: "v5p:2x2x2", 16: "v5p:2x2x4", 32: "v5p:2x4x4",
+                    64: "v5p:4x4x4", 128: "v5p:4x4x8", 256: "v5p:4x8x8"}
+
+
+def unrolled_train_flops(config, devices) -> tuple[float, str]:
+  """XLA's FLOPs per device of the train step with the head's chunked loops unrolled
+  (XLA's cost analysis counts a loop body once), and the slice they were counted on: the
+  v5p slice of as many chips for a TPU slice, else `devices`. The head is not split into
+  video steps for the count (`video_chunk` 0: XLA counts the same work either way,
+  tests/test_cost.py), which keeps the unrolled program to one copy per chunk."""
+  config = config.copy_and_resolve_references()
+  config.model.head.video_chunk = 0
+  where = _COUNTING_SLICES.get(len(devices)) if chip_of(devices[0]) else None
+  with clip_model.unrolled_steps():  # traced anew: jit caches key on the function
+    mesh, rules, programs, _ = _programs(config, slice_devices(where) if where else devices)
+    fn, args = programs["train"]
+    with sharding.use(mesh, rules):
+      return _cost(fn.lower(*args).compile())["flops"], where or "these devices"
+
+
+def compile_steps(config, devices, count_flops: bool = True, train_only: bool = False):
+  """Lowers and compiles the train and eval steps of `config` for `devices`: returns
+  ({'train': compiled or exception, 'eval': ...}, context dict). With chunked head steps
+  and `count_flops`, the train step's FLOPs are counted unrolled (unrolled_train_flops).
+  train_only: the eval step is not compiled (a quicker memory check)."""
+  mesh, rules, programs, ctx = _programs(config, devices)
+  if train_only:
+    del programs["eval"]
   out = {}
   with sharding.use(mesh, rules):
-    p_train = jax.jit(train_state.make_train_step(model, st.tx, config.optim, n, d.multi_label),
-                      in_shardings=(st.shardings, batch_sh, repl, repl, repl),
-                      out_shardings=(st.shardings, repl), donate_argnums=(0,))
-    p_eval = jax.jit(evaluate.make_eval_step(model),
-                     in_shardings=(st.param_shardings, batch_sh, repl, repl, repl),
-                     out_shardings=repl)
-    for name, fn, args in (("train", p_train, (st.state, batch) + texts),
-                           ("eval", p_eval, (st.state["params"], eval_frames) + texts)):
+    for name, (fn, args) in programs.items():
       t0 = time.time()
       lowered = fn.lower(*args)
       try:
         out[name] = lowered.compile()
       except Exception as e:  # pylint: disable=broad-except
-        if "RESOURCE_EXHAUSTED" not in str(e) and "memory" not in str(e).lower():
+        if not _is_oom(e):
           raise
         out[name] = e
         out[name + "_largest"] = largest_buffers(lowered.as_text(debug_info=True))
       out[name + "_seconds"] = round(time.time() - t0, 1)
-    hc = config.model.get("head", {})
-    if count_flops and not isinstance(out["train"], Exception) and (
-        hc.get("attention_chunk", 0) or hc.get("video_chunk", 0)):
-      t0 = time.time()
-      with clip_model.unrolled_steps():
-        out["train_flops"] = _cost(p_train.lower(st.state, batch, *texts).compile())["flops"]
-      out["train_seconds"] += round(time.time() - t0, 1)
-  ctx = {"mesh": dict(mesh.shape), "model": model, "text": text, "state": st,
-         "eval_batch": int(edcfg.eval_batch_size), "views": views}
+  hc = config.model.get("head", {})
+  if count_flops and not isinstance(out["train"], Exception) and (
+      hc.get("attention_chunk", 0) or hc.get("video_chunk", 0)):
+    t0 = time.time()
+    out["train_flops"], out["train_flops_where"] = unrolled_train_flops(config, devices)
+    out["train_seconds"] += round(time.time() - t0, 1)
   return out, ctx
 
 
@@ -305,9 +340,12 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
          "dtype": config.model.dtype,
          "hbm_bytes": chip.hbm_bytes if chip else None,
          "chip_source": chip.source if chip else None,
-         "compile_seconds": {k: compiled[k + "_seconds"] for k in ("train", "eval")}}
+         "compile_seconds": {k: compiled[k + "_seconds"] for k in ("train", "eval")
+                             if k in compiled}}
   fits = True
   for name in ("train", "eval"):
+    if name not in compiled:  # train_only
+      continue
     c = compiled[name]
     key = "memory_bytes" if name == "train" else "eval_memory_bytes"
     if isinstance(c, Exception):
@@ -333,7 +371,7 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
     cst = _cost(train)
     if "train_flops" in compiled:
       cst["flops"] = compiled["train_flops"]
-      rep["xla_flops_loops_unrolled"] = True
+      rep["xla_flops_loops_unrolled"] = compiled["train_flops_where"]
     col = collectives(train.as_text())
     rep["flops"]["xla_per_device"] = cst["flops"]
     rep["flops"]["accounted"] = ((flops["useful"] + flops["recompute"]) / chips / cst["flops"]
@@ -380,6 +418,8 @@ def print_report(rep: dict) -> None:
         f"{rep['frames']} frames, {p['n']} + {p['m']} prompts of {p['length']} tokens, "
         f"remat {rep['remat']}")
   for key, what in (("memory_bytes", "train"), ("eval_memory_bytes", "eval")):
+    if key not in rep:
+      continue
     m = rep[key]
     if "error" in m:
       print(f"  {what} step: does not fit: {_gib(m['total'])} of temporaries for "
@@ -396,7 +436,9 @@ def print_report(rep: dict) -> None:
   if "xla_per_device" in f:
     print(f"  FLOPs per chip: XLA {f['xla_per_device'] / 1e12:.3f} T, model "
           f"{f['model_per_device'] / 1e12:.3f} T + recompute "
-          f"{f['recompute_per_device'] / 1e12:.3f} T (accounted {f['accounted']:.2f})")
+          f"{f['recompute_per_device'] / 1e12:.3f} T (accounted {f['accounted']:.2f})"
+          + (f"; XLA's count with the head's loops unrolled, on "
+             f"{rep['xla_flops_loops_unrolled']}" if rep.get("xla_flops_loops_unrolled") else ""))
   r = rep.get("roofline")
   if r:
     print(f"  roofline: compute {r['compute_s'] * 1e3:.1f} ms, memory {r['memory_s'] * 1e3:.1f} "
@@ -415,13 +457,14 @@ def print_report(rep: dict) -> None:
       print(f"    {tip}")
 
 
-def run(config, workdir: str, topology: str = "local", count_flops: bool = True) -> int:
+def run(config, workdir: str, topology: str = "local", count_flops: bool = True,
+        train_only: bool = False) -> int:
   """Compiles, writes WORKDIR/compile_report.json, prints the table; returns the exit
   status (0 fits, 3 does not). count_flops=False skips the unrolled compile that counts
-  chunked steps' FLOPs (memory only: the pod plan's slice search)."""
+  chunked steps' FLOPs, train_only=True the eval step (the pod plan's slice search)."""
   devices = slice_devices(topology)
   config_lib.check_config(config, "compile", len(devices))
-  compiled, ctx = compile_steps(config, devices, count_flops)
+  compiled, ctx = compile_steps(config, devices, count_flops, train_only)
   rep = build_report(config, topology, devices, compiled, ctx)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "compile_report.json"), "w") as f:

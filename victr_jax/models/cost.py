@@ -70,7 +70,8 @@ def recomputed_head_flops(t: int, n: int, m: int, d: int, *, width: int = 0, lay
   """Forward FLOPs the head's backward recomputes for one video: with `remat` each
   layer's forward but its c_proj; with attention `chunk` > 0 each chunked attention's
   scores (an attention over more than `chunk` queries), and without remat the
-  frame-blocked MLP's c_fc."""
+  frame-blocked MLP's c_fc. Running the head a few videos at a time (`video_blocked`)
+  adds nothing to XLA's count (tests/test_cost.py)."""
   w = width or d
   tokens = 1 + n + m
   h = mlp_ratio * w
@@ -85,7 +86,8 @@ def recomputed_head_flops(t: int, n: int, m: int, d: int, *, width: int = 0, lay
       per_layer += 2 * (t * tokens) ** 2 * w
     if not remat and t > 1:
       per_layer += 2 * t * tokens * w * h
-  return float(layers * per_layer)
+  total = layers * per_layer
+  return float(total)
 
 
 def _block(tokens: int, width: int, mlp: int) -> float:
