@@ -6,8 +6,9 @@ For each setting (the shipped config at its own global batch), the smallest v5e 
 slice of at most 64 chips that holds it is found by compiling (victr_jax/compile_report.py,
 libtpu; nothing runs on a chip): a binary search over the slices with `model.remat` on
 (fitting only grows with chips; train step only), then remat off on the slice found, kept
-when it still fits, so remat is on only where the setting would not fit without it (a
-slice holds a setting when both steps leave 10% of its HBM free); then
+when it still fits and XLA does not recompute on its own to fit (model / XLA FLOPs of at
+least 0.9), so remat is on only where the setting needs it (a slice holds a setting
+when both steps leave 10% of its HBM free); then
 both steps are compiled there for the table (the head's loops counted unrolled). K400 L/14 is also
 compiled on v5e:8x8 and v5e:16x16 at 4 clips per chip (weak scaling). Prints,
 and writes to --out, a markdown table: setting, model, frames, global batch, slice,
@@ -106,7 +107,9 @@ def smallest_fit(module, arg, batch, family):
     best, lo, hi = (mid, lo, mid - 1) if fits else (best, mid + 1, hi)
   if best is None:
     return None, None
-  remat = not _try(module, arg, batch, slices[best], False)[0]
+  fits, rep = _try(module, arg, batch, slices[best], False)
+  # Off only where XLA does not recompute on its own to fit (model / XLA FLOPs >= 0.9).
+  remat = not (fits and (rep["flops"].get("accounted") or 0) >= 0.9)
   fits, rep = _try(module, arg, batch, slices[best], remat, final=True)  # with the eval step
   if not fits and best + 1 < len(slices):  # the eval step does not fit: one slice up
     fits, rep = _try(module, arg, batch, slices[best + 1], remat, final=True)

@@ -22,7 +22,7 @@ def get_config(arg=None):
   # The head a few videos and queries at a time: same numbers, memory bounded at 32 frames
   # (--mode=compile: zero-shot B/16, batch 256, fits v5e:4x4; docs/method.md, "Memory").
   c.model.head.attention_chunk, c.model.head.video_chunk = 128, 64
-  c.model.remat = True
+  c.model.remat = True  # v5e:4x4 needs it (15.2 GiB without: under 10% free; pod plan)
   d = c.data
   d.num_frames = a.frames
   d.batch_size, d.eval_batch_size = 256, 64
