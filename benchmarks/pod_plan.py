@@ -117,6 +117,9 @@ def smallest_fit(module, arg, batch, family):
   return (rep, reports.get(best - 1)) if fits else (None, None)
 
 
+BOUND = {"compute": "compute", "memory": "HBM", "communication": "ICI"}
+
+
 def row(name, rep, smaller=None) -> str:
   m, r, f = rep["memory_bytes"], rep.get("roofline", {}), rep["flops"]
   ev = rep.get("eval_memory_bytes", {}).get("total") or 0
@@ -131,7 +134,7 @@ def row(name, rep, smaller=None) -> str:
           f"{rep['topology']} | {'on' if rep['remat'] else 'off'} | "
           f"{m['total'] / 2 ** 30:.1f} (eval {ev / 2 ** 30:.1f}) / "
           f"{rep['hbm_bytes'] / 2 ** 30:.2f} GiB | {below} | "
-          f"{r.get('step_s', 0) * 1e3:.0f} ms ({r.get('bound', '?')}; compute "
+          f"{r.get('step_s', 0) * 1e3:.0f} ms ({BOUND.get(r.get('bound'), '?')}; compute "
           f"{r.get('compute_s', 0) * 1e3:.0f}, HBM {r.get('memory_s', 0) * 1e3:.0f}, ICI "
           f"{r.get('communication_s', 0) * 1e3:.0f}) | "
           f"{r.get('clips_per_s_per_chip', 0):.1f} | {100 * r.get('mfu_bound', 0):.0f}% | "
