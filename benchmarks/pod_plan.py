@@ -4,18 +4,18 @@
 
 For each setting (the shipped config at its own global batch), the smallest v5e and v4
 slice of at most 64 chips that holds it is found by compiling (victr_jax/compile_report.py,
-libtpu; nothing runs on a chip): a binary search over the slices with `model.remat` on
-(fitting only grows with chips; train step only), then remat off on the slice found, kept
-when it still fits and XLA does not recompute on its own to fit (model / XLA FLOPs of at
-least 0.9), so remat is on only where the setting needs it (a slice holds a setting
-when both steps leave 10% of its HBM free); then
-both steps are compiled there for the table (the head's loops counted unrolled). K400 L/14 is also
-compiled on v5e:8x8 and v5e:16x16 at 4 clips per chip (weak scaling). Prints,
-and writes to --out, a markdown table: setting, model, frames, global batch, slice,
-remat, memory / HBM, the next smaller slice's memory (the proof it is the smallest),
-roofline step time and its bound, clips/s per chip, MFU bound, collective bytes per step,
-and (model + recompute) / XLA FLOPs. An L/14 compile takes minutes on a 2-core CPU;
---cache keeps every result, so a stopped plan resumes.
+libtpu; nothing runs on a chip). A slice holds a setting when both steps leave 10% of its
+HBM free. First a binary search over the slices with `model.remat` on (fitting only grows
+with chips; train step only); then remat off on the slice found, kept when it still fits
+and XLA does not recompute on its own to fit (model / XLA FLOPs of at least 0.9), so remat
+is on only where the setting needs it; then both steps are compiled there for the table
+(the head's loops counted unrolled). K400 L/14 is also compiled on v5e:8x8 and v5e:16x16
+at 4 clips per chip (weak scaling). Prints, and writes to --out, a markdown table:
+setting, model, frames, global batch, slice, remat, memory / HBM, the next smaller
+slice's memory (the proof it is the smallest), roofline step time and its bound, clips/s
+per chip, MFU bound, collective bytes per step, and (model + recompute) / XLA FLOPs. An
+L/14 compile takes minutes on a 2-core CPU; --cache keeps every result, so a stopped plan
+resumes.
 """
 import argparse
 import contextlib

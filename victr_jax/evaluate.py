@@ -80,7 +80,8 @@ class Evaluator:
   def _put(self, x):
     return None if x is None else jax.device_put(jnp.asarray(x), self.repl)
 
-  def evaluate_set(self, params, name: str, ecfg) -> tuple[dict, np.ndarray | None]:
+  def evaluate_set(self, params, name: str,
+                   ecfg) -> tuple[dict, tuple[np.ndarray, list[str]] | None]:
     """(results of one eval set, (its confusion matrix, class names) or None)."""
     names = data.subset_names(ecfg)
     tokens = self._put(data.class_tokens(names, self.config.prompt_template))

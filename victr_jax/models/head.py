@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from victr_jax.clip.model import (MLP, LayerNorm, MultiheadAttention, blocked_attention,  # noqa: F401
-                                  l2_normalize, map_steps)
+from victr_jax.clip.model import (  # noqa: F401  (blocked_attention: re-exported)
+    MLP, LayerNorm, MultiheadAttention, blocked_attention, l2_normalize, map_steps)
 
 Dtype = Any
 AFFINITY_FNS = ("softmax", "sigmoid", "none")
