@@ -64,9 +64,11 @@ def config_of(module: str, arg: str, batch, remat: bool):
 
 def compile_one(config, topology: str, final: bool = False):
   """(exit status, report) of one compile, its printout kept quiet: the train step only,
-  or, `final`, both steps with the head's loops counted unrolled."""
+  or, `final`, both steps. The head's loops are counted unrolled in the final compile and
+  with remat off (the plan's rule reads model / XLA FLOPs there)."""
   with tempfile.TemporaryDirectory() as wd, contextlib.redirect_stdout(io.StringIO()):
-    status = compile_report.run(config, wd, topology, count_flops=final, train_only=not final)
+    unroll = final or not config.model.remat
+    status = compile_report.run(config, wd, topology, count_flops=unroll, train_only=not final)
     with open(os.path.join(wd, "compile_report.json")) as f:
       return status, json.load(f)
 

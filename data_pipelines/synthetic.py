@@ -117,6 +117,15 @@ def describe(size=None, colour=None, shape=None, place=None, background=None) ->
   return text + (f" on a {background}" if background else "")
 
 
+def mirrored(frame: np.ndarray, attrs: dict, axis: str) -> tuple[np.ndarray, dict]:
+  """A frame (S, S, 3) flipped left-right (axis 'x') or top-bottom ('y'), and its attributes
+  with the place mirrored to match ('top left' -> 'top right' for 'x'). A flipped triangle
+  points down: still called a triangle."""
+  swap = {"x": {"left": "right", "right": "left"}, "y": {"top": "bottom", "bottom": "top"}}[axis]
+  place = " ".join(swap.get(w, w) for w in attrs["place"].split())
+  return (frame[:, ::-1] if axis == "x" else frame[::-1]), dict(attrs, place=place)
+
+
 def frames_and_captions(split: str, n: int, size: int = 32, seed: int = 0,
                         per_video: int = 2):
   """n single frames of random videos with their descriptions (the pretraining data),

@@ -123,3 +123,15 @@ def test_chunked_steps_are_counted_unrolled(tmp_path, no_data):
     assert bool(rep.get("xla_flops_loops_unrolled")) == (chunk > 0)
     return rep["flops"]["xla_per_device"]
   assert xla_flops(4) > xla_flops(0)
+
+
+def test_a_loop_counted_once_is_not_reconciled(tmp_path, no_data, capsys):
+  """Without the unrolled count, XLA's FLOPs of a chunked step count each loop body once:
+  the report gives no (model + recompute) / XLA ratio for them rather than a wrong one."""
+  c = _tiny()
+  c.model.head.attention_chunk = 4
+  assert compile_report.run(c, str(tmp_path), "v5e:2x2", count_flops=False,
+                            train_only=True) == compile_report.FITS
+  flops = json.load(open(tmp_path / "compile_report.json"))["flops"]
+  assert flops["xla_counts_loops_once"] and flops["accounted"] is None
+  assert "XLA counted the head's loops once" in capsys.readouterr().out

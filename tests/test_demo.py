@@ -12,19 +12,28 @@ def test_motion_scores_on_hand_made_confusions():
   n = len(synthetic.classes())
   motion = np.arange(n) % 6
   perfect = np.eye(n)
-  assert demo.motion_scores(perfect) == {"motion_accuracy": 1.0, "direction_accuracy": 1.0}
+  axes = dict.fromkeys(demo.AXES, 1.0)
+  assert demo.motion_scores(perfect) == {"motion_accuracy": 1.0, "direction_accuracy": 1.0,
+                                         "direction_accuracy_per_axis": axes}
   # Every video predicted as its reverse motion (same colour): axis right, direction wrong.
   reverse = np.zeros((n, n))
   for i in range(n):
     reverse[i, i + 1 if motion[i] % 2 == 0 else i - 1] = 1
-  assert demo.motion_scores(reverse) == {"motion_accuracy": 0.0, "direction_accuracy": 0.0}
+  assert demo.motion_scores(reverse) == {"motion_accuracy": 0.0, "direction_accuracy": 0.0,
+                                         "direction_accuracy_per_axis": dict.fromkeys(axes, 0.0)}
   # Wrong colour, right motion: motion right. Wrong axis: left out of direction accuracy.
   m = np.zeros((n, n))
   m[0, 6] = 3      # red moving left -> green moving left
   m[1, 2] = 1      # red moving right -> red moving up (wrong axis)
   m[2, 3] = 1      # red moving up -> red moving down (reverse)
+  m[4, 4] = 2      # red growing -> red growing
+  m[5, 4] = 2      # red shrinking -> red growing (reverse)
   s = demo.motion_scores(m)
-  assert np.isclose(s["motion_accuracy"], 3 / 5) and np.isclose(s["direction_accuracy"], 3 / 4)
+  assert np.isclose(s["motion_accuracy"], 5 / 9) and np.isclose(s["direction_accuracy"], 5 / 8)
+  # Per axis, over the videos of that axis only: left/right 3 of 3 (the wrong-axis one left
+  # out), top/bottom 0 of 1, growing/shrinking 2 of 4.
+  assert s["direction_accuracy_per_axis"] == {"left_right": 1.0, "top_bottom": 0.0,
+                                              "growing_shrinking": 0.5}
 
 
 def test_main_job_writes_table_results_and_pictures(tmp_path):
@@ -38,10 +47,13 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
   assert set(rows) == {"clip_zero_shot/full", "clip_zero_shot/base_to_novel", "victr/full",
                        "victr/base_to_novel", "no_aux/full", "classifier_visual/full"}
   for key, r in rows.items():
-    assert all(0.0 <= v <= 1.0 for v in r.values()), (key, r)
+    per_axis = r.pop("direction_accuracy_per_axis", {})
+    assert all(0.0 <= v <= 1.0 for v in [*r.values(), *per_axis.values()]), (key, r)
+    assert set(per_axis) == (set(demo.AXES) if key.endswith("/full") else set())
     if key.endswith("/full"):  # a right class has the right motion
       assert r["motion_accuracy"] >= r["top1"] - 1e-9, (key, r)
-  assert set(res["clip_attribute_accuracy"]) == set(synthetic.ATTRIBUTES)
+  assert set(res["clip_attribute_accuracy"]) == {*synthetic.ATTRIBUTES, "left_right",
+                                                 "top_bottom"}
   table = open(os.path.join(wd, "results.md")).read()
   victr_row = [l for l in table.splitlines() if l.startswith("| VicTR |")][0]
   v, b = rows["victr/full"], rows["victr/base_to_novel"]
@@ -56,6 +68,17 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
     assert os.path.getsize(os.path.join(wd, pic)) > 1000, pic
   # The pretrained CLIP is a converted checkpoint users and victr-classify can load.
   assert os.path.exists(os.path.join(wd, "clip", "clip_config.json"))
+
+
+def test_mirrored_frames_swap_their_place_words():
+  v = synthetic.render(1, np.random.default_rng(0), num_frames=8, size=32)  # moving right
+  a = v.frame_attributes(7)
+  assert "right" in a["place"]
+  frame, b = synthetic.mirrored(v.frames[7], a, "x")
+  assert b["place"] == a["place"].replace("right", "left") and b["size"] == a["size"]
+  np.testing.assert_array_equal(frame[:, ::-1], v.frames[7])
+  frame, c = synthetic.mirrored(v.frames[7], a, "y")
+  assert "right" in c["place"] and np.array_equal(frame[::-1], v.frames[7])
 
 
 def test_main_job_rejects_unknown_rows(tmp_path):

@@ -5,11 +5,12 @@
 1. data      synthetic_actions records: 18 classes "a {colour} shape {motion}" whose motions
              come in reverse pairs ("moving to the left" / "... right", "growing large" /
              "shrinking small") (WORKDIR/data).
-2. CLIP      the `demo` CLIP preset (tiny, 16-px patches) pretrained contrastively on single
-             frames and their descriptions ("a small red cross at the top left on a dark
-             background"), in batches of 4 frames per video, so its text tower knows the
-             words of this world (WORKDIR/clip, a converted checkpoint). Printed: its
-             zero-shot accuracy on each attribute of held-out frames.
+2. CLIP      the `demo` CLIP preset (tiny, one 32-px patch) pretrained contrastively on
+             single frames and their descriptions ("a small red cross at the top left on a
+             dark background"), each group of 4 frames of a video followed by its mirror
+             images, so its text tower knows the words of this world (WORKDIR/clip, a
+             converted checkpoint). Printed: its zero-shot accuracy on each attribute of
+             held-out frames, and on left/right and top/bottom (a place against its mirror).
 3. runs      every row of ROWS through configs/demo.py and the trainer on all 18 classes
              (seen); the HEADLINE rows (or --b2n_rows) also base-to-novel (train on the 10
              base (colour, motion axis) compositions, test on them and on the 8 novel ones;
@@ -60,21 +61,32 @@ def _log(msg):
 
 
 # ------------------------------------------------------------------ 2. CLIP pretraining
-def pretrain_clip(cfg, out_dir, steps, batch_size=256, lr=1e-3, pool=12288, per_video=4,
+def pretrain_clip(cfg, out_dir, steps, batch_size=256, lr=1e-3, pool=6144, per_video=4,
                   seed=0):
   """Contrastive pretraining of the CLIP architecture `cfg` on frames + descriptions ->
-  checkpoint dir. Batches are whole groups of `per_video` frames of one video (hard
-  negatives for place and size words)."""
-  frames, caps, _ = synthetic.frames_and_captions("pretrain", pool, cfg.image_size, seed,
-                                                  per_video)
-  images = video_ops.normalize(frames)
-  tokens = clip.trim_tokens(clip.tokenize(caps))
+  checkpoint dir. A batch is whole groups of `per_video` frames of one video, each group
+  followed by its mirror images (flipped left-right or top-bottom, place words swapped):
+  pairs that differ only in place. Without them the place words never ground: image and
+  text towers both start blind to where a shape is (a flip changes neither embedding), and
+  the contrastive gradient cannot break that symmetry on its own; size words, which the
+  pixels show without any position, ground either way."""
+  frames, _, attrs = synthetic.frames_and_captions("pretrain", pool, cfg.image_size, seed,
+                                                   per_video)
   rng = np.random.default_rng(seed)
+  both = ([], [])
+  for g in range(0, pool, per_video):
+    axis = "xy"[int(rng.integers(2))]
+    flips = [synthetic.mirrored(frames[i], attrs[i], axis) for i in range(g, g + per_video)]
+    both[0].extend(list(frames[g:g + per_video]) + [f for f, _ in flips])
+    both[1].extend(attrs[g:g + per_video] + [a for _, a in flips])
+  images = video_ops.normalize(np.stack(both[0]))
+  tokens = clip.trim_tokens(clip.tokenize([synthetic.describe(**a) for a in both[1]]))
+  group = 2 * per_video
 
   def batches():
     while True:
-      groups = rng.choice(pool // per_video, batch_size // per_video, replace=False)
-      idx = (groups[:, None] * per_video + np.arange(per_video)).ravel()
+      groups = rng.choice(len(images) // group, batch_size // group, replace=False)
+      idx = (groups[:, None] * group + np.arange(group)).ravel()
       yield images[idx], tokens[idx]
 
   model, params, losses = pretrain.pretrain(cfg, batches(), steps, lr=lr, seed=seed,
@@ -101,6 +113,14 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
     truth = [a[name] for a in attrs]
     out[name] = {"accuracy": float(np.mean([values[p] == t for p, t in zip(pred, truth)])),
                  "majority": max(truth.count(v) for v in values) / len(truth)}
+  for axis, name in (("x", "left_right"), ("y", "top_bottom")):  # the place vs its mirror
+    off = [k for k, a in enumerate(attrs) if a != synthetic.mirrored(frames[k], a, axis)[1]]
+    texts = [synthetic.describe(**a) for k in off
+             for a in (attrs[k], synthetic.mirrored(frames[k], attrs[k], axis)[1])]
+    txt = model.apply({"params": params}, clip.trim_tokens(clip.tokenize(texts)),
+                      method=model.encode_text).reshape(len(off), 2, -1)
+    sim = jnp.einsum("nd,nvd->nv", img[np.asarray(off)], clip.l2_normalize(txt))
+    out[name] = {"accuracy": float(np.mean(np.asarray(sim.argmax(-1)) == 0)), "majority": 0.5}
   return out
 
 
@@ -113,16 +133,24 @@ def demo_config(variant, setting, steps, data_dir, ckpt):
   return cfg
 
 
+AXES = ("left_right", "top_bottom", "growing_shrinking")  # the motion pairs of synthetic.MOTIONS
+
+
 def motion_scores(confusion) -> dict:
   """From an 18-class confusion matrix (rows true, columns predicted): accuracy of the
-  motion alone and, among videos whose motion axis was right, of its direction."""
+  motion alone and, among videos whose motion axis was right, of its direction (over all
+  videos, and over the videos of each axis)."""
   m = np.asarray(confusion, np.float64)
   motion = np.arange(len(m)) % len(synthetic.MOTIONS)
   same_motion = motion[:, None] == motion[None, :]
   same_axis = (motion[:, None] // 2) == (motion[None, :] // 2)
   total = max(m.sum(), 1.0)
+  direction = lambda rows: float(m[rows][same_motion[rows]].sum() /
+                                 max(m[rows][same_axis[rows]].sum(), 1.0))
   return {"motion_accuracy": float(m[same_motion].sum() / total),
-          "direction_accuracy": float(m[same_motion].sum() / max(m[same_axis].sum(), 1.0))}
+          "direction_accuracy": direction(slice(None)),
+          "direction_accuracy_per_axis": {
+              axis: direction(motion // 2 == k) for k, axis in enumerate(AXES)}}
 
 
 def row_result(setting, ev) -> dict:
@@ -195,6 +223,10 @@ def main(argv=None) -> int:
     p.error(f"--rows and --b2n_rows take names from {known}, --settings from {list(SETTINGS)}")
   rows = [r for r in ROWS if r[0] in asked]
   settings = [s for s in SETTINGS if s in args.settings.split(",")]
+  # Compiled programs persist under the work directory: runs that share shapes (seeds,
+  # variants that only change values) and a second run of the job load them from disk.
+  jax.config.update("jax_compilation_cache_dir", os.path.join(wd, "xla_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   _log(f"victr-jax main job -> {wd} ({jax.device_count()} x {jax.devices()[0].device_kind})")
 
   data_dir = os.path.join(wd, "data")

@@ -78,9 +78,11 @@ PRESETS: dict[str, CLIPConfig] = {
     "ViT-L/14-336": CLIPConfig(image_size=336, patch_size=14, **_L),
     "tiny": CLIPConfig(**_TINY),
     "tiny_gelu": CLIPConfig(act="gelu", **_TINY),
-    # The main job's CLIP: tiny with 16-px patches (2 x 2 on 32 px); it learns where a shape is
-    # from contrastive pretraining in a minute, which 8-px patches do not.
-    "demo": CLIPConfig(**dict(_TINY, patch_size=16)),
+    # The main job's CLIP: tiny with one 32-px patch on 32-px frames, so where a shape is is
+    # linear in the patch embedding. With 16-px patches (2 x 2) contrastive pretraining on the
+    # synthetic frames grounded size words but left both towers blind to place (a frame and
+    # its mirror image embedded with cosine 0.997; supervised, the same tower learns it).
+    "demo": CLIPConfig(**dict(_TINY, patch_size=32)),
 }
 _ALIASES = {"B/32": "ViT-B/32", "B/16": "ViT-B/16", "L/14": "ViT-L/14",
             "L/14-336": "ViT-L/14-336", "ViT-B-32": "ViT-B/32", "ViT-B-16": "ViT-B/16",
