@@ -36,9 +36,22 @@ def test_motion_scores_on_hand_made_confusions():
                                               "growing_shrinking": 0.5}
 
 
+def test_over_seeds_against_numpy():
+  per_seed = [{"top1": 0.5, "axes": {"a": 0.25}}, {"top1": 0.7, "axes": {"a": 0.75}},
+              {"top1": 0.6, "axes": {"a": 0.5}}]
+  r = demo.over_seeds(per_seed)
+  assert r["seeds"] == 3 and r["per_seed"] == per_seed
+  np.testing.assert_allclose([r["mean"]["top1"], r["std"]["top1"]],
+                             [0.6, np.std([0.5, 0.7, 0.6], ddof=1)])
+  np.testing.assert_allclose([r["mean"]["axes"]["a"], r["std"]["axes"]["a"]], [0.5, 0.25])
+  one = demo.over_seeds(per_seed[:1])
+  assert one["std"] == {"top1": 0.0, "axes": {"a": 0.0}} and one["mean"] == per_seed[0]
+
+
 def test_main_job_writes_table_results_and_pictures(tmp_path):
   wd = str(tmp_path / "demo")
-  rc = demo.main(["--workdir", wd, "--steps", "2", "--pretrain_steps", "3",
+  rc = demo.main(["--workdir", wd, "--steps", "2", "--pretrain_steps", "3", "--seeds", "2",
+                  "--ablation_seeds", "1",
                   "--rows", "clip_zero_shot,victr,no_aux,classifier_visual"])
   assert rc == 0
   res = json.load(open(os.path.join(wd, "results.json")))
@@ -46,28 +59,38 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
   # Ablations run seen-only by default (--b2n_rows); the closed set never has novel classes.
   assert set(rows) == {"clip_zero_shot/full", "clip_zero_shot/base_to_novel", "victr/full",
                        "victr/base_to_novel", "no_aux/full", "classifier_visual/full"}
+  seeds = {k: r["seeds"] for k, r in rows.items()}
+  assert seeds == {"clip_zero_shot/full": 1, "clip_zero_shot/base_to_novel": 1,
+                   "victr/full": 2, "victr/base_to_novel": 2, "no_aux/full": 1,
+                   "classifier_visual/full": 1}
+  assert os.path.isdir(os.path.join(wd, "runs", "victr_full_seed1"))
   for key, r in rows.items():
-    per_axis = r.pop("direction_accuracy_per_axis", {})
-    assert all(0.0 <= v <= 1.0 for v in [*r.values(), *per_axis.values()]), (key, r)
-    assert set(per_axis) == (set(demo.AXES) if key.endswith("/full") else set())
-    if key.endswith("/full"):  # a right class has the right motion
-      assert r["motion_accuracy"] >= r["top1"] - 1e-9, (key, r)
+    for per in r["per_seed"]:
+      per_axis = dict(per).pop("direction_accuracy_per_axis", {})
+      assert all(0.0 <= v <= 1.0 for v in [*per.values(), *per_axis.values()]
+                 if not isinstance(v, dict)), (key, per)
+      assert set(per_axis) == (set(demo.AXES) if key.endswith("/full") else set())
+      if key.endswith("/full"):  # a right class has the right motion
+        assert per["motion_accuracy"] >= per["top1"] - 1e-9, (key, per)
+    assert set(r["mean"]) == set(r["std"]) == set(r["per_seed"][0])
   assert set(res["clip_attribute_accuracy"]) == {*synthetic.ATTRIBUTES, "left_right",
                                                  "top_bottom"}
   table = open(os.path.join(wd, "results.md")).read()
-  victr_row = [l for l in table.splitlines() if l.startswith("| VicTR |")][0]
+  victr_row = [l for l in table.splitlines() if l.startswith("| VicTR | ")][0]
   v, b = rows["victr/full"], rows["victr/base_to_novel"]
-  assert victr_row == (f"| VicTR | {100 * v['top1']:.1f} | {100 * v['motion_accuracy']:.1f} | "
-                       f"{100 * v['direction_accuracy']:.1f} | {100 * b['base_top1']:.1f} | "
-                       f"{100 * b['novel_top1']:.1f} | {100 * b['harmonic_mean']:.1f} |")
+  cell = lambda r, k: f"{100 * r['mean'][k]:.1f} ± {100 * r['std'][k]:.1f}"
+  assert victr_row == (f"| VicTR | 2/2 | {cell(v, 'top1')} | {cell(v, 'motion_accuracy')} | "
+                       f"{cell(v, 'direction_accuracy')} | {cell(b, 'base_top1')} | "
+                       f"{cell(b, 'novel_top1')} | {cell(b, 'harmonic_mean')} |")
   for title in ("visual classifier (closed set)", "no auxiliary text"):
     assert [l for l in table.splitlines() if title in l][0].endswith("| — | — | — |")
-  assert table.count("\n|") == 2 + 4
+  assert table.count("\n| ") == 2 * (1 + 4) and table.count("\n|---") == 2
   for pic in ("curves.png", "confusion_victr.png", "affinities_0.png", "affinities_1.png",
               "affinities_2.png"):
     assert os.path.getsize(os.path.join(wd, pic)) > 1000, pic
   # The pretrained CLIP is a converted checkpoint users and victr-classify can load.
   assert os.path.exists(os.path.join(wd, "clip", "clip_config.json"))
+  assert os.listdir(os.path.join(wd, "xla_cache"))  # compiled steps kept for the next run
 
 
 def test_mirrored_frames_swap_their_place_words():

@@ -14,10 +14,14 @@
 3. runs      every row of ROWS through configs/demo.py and the trainer on all 18 classes
              (seen); the HEADLINE rows (or --b2n_rows) also base-to-novel (train on the 10
              base (colour, motion axis) compositions, test on them and on the 8 novel ones;
-             a motion and its reverse stay in one half) (WORKDIR/runs/VARIANT_SETTING). The
+             a motion and its reverse stay in one half) (WORKDIR/runs/VARIANT_SETTING, and
+             _seedN for seeds after 0). The headline rows run --seeds seeds, the others
+             --ablation_seeds; runs that share shapes reuse the compiled steps
+             (WORKDIR/xla_cache, which also makes a second run of the job faster). The
              CLIP was pretrained on frames of all classes: frames show colours, sizes and
              places, never a motion word.
-4. results   WORKDIR/results.json and results.md (the table); pictures: curves.png,
+4. results   WORKDIR/results.json (per row: seeds, mean, std, per_seed) and results.md
+             (mean ± std over seeds); pictures: curves.png,
              confusion_*.png and affinities_*.png (VicTR's per-frame affinities of class and
              auxiliary text, the paper's qualitative figure).
 
@@ -38,13 +42,15 @@ import numpy as np
 
 from configs import demo as demo_config_module
 from data_pipelines import pipeline, records, synthetic, video_ops
-from victr_jax import clip, data, metrics, models, pretrain, train, viz
+from victr_jax import clip, config_lib, data, metrics, models, pretrain, train, viz
 
 ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
     ("clip_zero_shot", "CLIP zero-shot, frame average"),
     ("mean_pool", "mean-pool fine-tuning (ViFi-CLIP)"),
     ("victr", "VicTR"),
     ("no_aux", "VicTR, no auxiliary text"),
+    ("no_reweight", "VicTR, no affinity re-weighting"),
+    ("no_boost", "VicTR, no token boosting"),
     ("clip_text", "VicTR, CLIP text embedding"),
     ("clip_video", "VicTR, CLIP video embedding"),
     ("joint", "VicTR, joint attention"),
@@ -125,6 +131,14 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
 
 
 # ------------------------------------------------------------------ 3. runs
+def seeds_of(variant: str, headline: int, ablation: int) -> int:
+  """Seeds a row runs: CLIP zero-shot trains nothing and evaluates deterministically (one);
+  the headline rows `headline`; the ablations `ablation`."""
+  if config_lib.VARIANTS[variant].get("num_train_steps") == -1:
+    return 1
+  return headline if variant in HEADLINE else ablation
+
+
 def demo_config(variant, setting, steps, data_dir, ckpt):
   cfg = demo_config_module.get_config(
       f"variant={variant},setting={setting},steps={steps}")
@@ -162,19 +176,50 @@ def row_result(setting, ev) -> dict:
           "harmonic_mean": metrics.harmonic_mean(base, novel)}
 
 
+def over_seeds(per_seed: list[dict]) -> dict:
+  """{'seeds': n, 'mean': ..., 'std': ..., 'per_seed': ...}: the mean and the sample
+  standard deviation (0 for one seed) of every metric of `per_seed` (nested dicts too)."""
+  def agg(vals, fn):
+    if isinstance(vals[0], dict):
+      return {k: agg([v[k] for v in vals], fn) for k in vals[0]}
+    return fn(np.asarray(vals, np.float64))
+  std = lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0
+  return {"seeds": len(per_seed), "mean": agg(per_seed, lambda x: float(x.mean())),
+          "std": agg(per_seed, std), "per_seed": per_seed}
+
+
 # ------------------------------------------------------------------ 4. results
+def _cell(row: dict, *keys) -> str:
+  """'36.1 ± 4.2' (percent) from a row of over_seeds; '—' when the row or key is missing."""
+  if not row:
+    return "—"
+  m, s = row["mean"], row["std"]
+  for k in keys:
+    m, s = m.get(k), s.get(k)
+    if m is None:
+      return "—"
+  return f"{100 * m:.1f} ± {100 * s:.1f}"
+
+
 def markdown_table(results, rows) -> str:
-  def f(x):
-    return "—" if x is None else f"{100 * x:.1f}"
-  lines = ["| model | seen top-1 | motion acc. | direction acc. | base top-1 | novel top-1 | HM |",
-           "|---|---|---|---|---|---|---|"]
+  """The main table (mean ± std over seeds, in percent) and the direction accuracy per
+  motion axis."""
+  lines = ["| model | seeds | seen top-1 | motion acc. | direction acc. | base top-1 | "
+           "novel top-1 | HM |", "|---|---|---|---|---|---|---|---|"]
+  axes = ["| model | seeds | " + " | ".join(a.replace("_", " / ") for a in AXES) + " |",
+          "|---|---|" + "---|" * len(AXES)]
   for variant, title in rows:
     s = results.get(f"{variant}/full", {})
     b = results.get(f"{variant}/base_to_novel", {})
-    lines.append(f"| {title} | {f(s.get('top1'))} | {f(s.get('motion_accuracy'))} | "
-                 f"{f(s.get('direction_accuracy'))} | {f(b.get('base_top1'))} | "
-                 f"{f(b.get('novel_top1'))} | {f(b.get('harmonic_mean'))} |")
-  return "\n".join(lines) + "\n"
+    seeds = "/".join(str(r["seeds"]) for r in (s, b) if r)
+    lines.append(f"| {title} | {seeds} | {_cell(s, 'top1')} | {_cell(s, 'motion_accuracy')} | "
+                 f"{_cell(s, 'direction_accuracy')} | {_cell(b, 'base_top1')} | "
+                 f"{_cell(b, 'novel_top1')} | {_cell(b, 'harmonic_mean')} |")
+    if s:
+      axes.append(f"| {title} | {s['seeds']} | " + " | ".join(
+          _cell(s, "direction_accuracy_per_axis", a) for a in AXES) + " |")
+  return "\n".join(lines) + "\n\nDirection accuracy per motion axis (seen classes):\n\n" + (
+      "\n".join(axes) + "\n")
 
 
 def affinity_pictures(cfg, state, workdir, labels=(4, 5, 0)):
@@ -208,6 +253,9 @@ def main(argv=None) -> int:
   p.add_argument("--pretrain_steps", type=int, default=1000)
   p.add_argument("--rows", default="", help="comma-separated variants (default: all ROWS)")
   p.add_argument("--settings", default=",".join(SETTINGS))
+  p.add_argument("--seeds", type=int, default=3, help="seeds of the headline rows (%s)"
+                 % ", ".join(HEADLINE))
+  p.add_argument("--ablation_seeds", type=int, default=2, help="seeds of every other row")
   p.add_argument("--b2n_rows", default=",".join(HEADLINE),
                  help="rows also run base-to-novel ('all': every row; the default keeps the "
                       "job under 10 minutes on 2 CPU cores)")
@@ -246,33 +294,39 @@ def main(argv=None) -> int:
        "share): " + ", ".join(f"{k} {v['accuracy']:.2f} ({v['majority']:.2f})"
                               for k, v in attr.items()) + f" ({time.time() - t0:.0f}s)")
 
-  runs = [(v, s) for v, _ in rows for s in settings
-          if s == "full" or (v in b2n and v not in CLOSED_SET)]
-  results, states, t_runs = {}, {}, time.time()
-  for k, (variant, setting) in enumerate(runs):
+  runs = [(v, s, seed) for v, _ in rows for s in settings
+          if s == "full" or (v in b2n and v not in CLOSED_SET)
+          for seed in range(seeds_of(v, args.seeds, args.ablation_seeds))]
+  per_seed, states, t_runs = {}, {}, time.time()
+  for k, (variant, setting, seed) in enumerate(runs):
     eta = f", ETA {(time.time() - t_runs) / k * (len(runs) - k):.0f}s" if k else ""
-    _log(f"[3/4] run {k + 1}/{len(runs)}: {variant}, {setting} "
+    _log(f"[3/4] run {k + 1}/{len(runs)}: {variant}, {setting}, seed {seed} "
          f"(elapsed {time.time() - t0:.0f}s{eta})")
     cfg = demo_config(variant, setting, args.steps, data_dir, ckpt)
+    cfg.seed = cfg.data.seed = seed
     cfg.log_every = max(args.steps // 4, 1)
-    run_dir = os.path.join(wd, "runs", f"{variant}_{setting}")
+    run_dir = os.path.join(wd, "runs", f"{variant}_{setting}" + (f"_seed{seed}" if seed else ""))
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time the job runs
     out = train.run(cfg, run_dir, mode="eval" if cfg.num_train_steps < 0 else "train_and_eval")
     if "eval" not in out:  # stopped by SIGTERM: the run's checkpoint is written
-      _log(f"stopped during {variant}, {setting} (step {out.get('stopped_at')})")
+      _log(f"stopped during {variant}, {setting}, seed {seed} (step {out.get('stopped_at')})")
       return 1
-    results[f"{variant}/{setting}"] = row_result(setting, out["eval"])
-    if variant == "victr" and setting == "full":
+    per_seed.setdefault(f"{variant}/{setting}", []).append(row_result(setting, out["eval"]))
+    if variant == "victr" and setting == "full" and seed == 0:
       states["victr"] = (cfg, out["state"])
+  results = {key: over_seeds(r) for key, r in per_seed.items()}
 
   _log(f"[4/4] results and pictures ({time.time() - t0:.0f}s)")
   table = markdown_table(results, rows)
   with open(os.path.join(wd, "results.json"), "w") as f:
     json.dump({"rows": results, "clip_attribute_accuracy": attr, "steps": args.steps,
-               "pretrain_steps": args.pretrain_steps, "seconds": round(time.time() - t0)}, f,
+               "pretrain_steps": args.pretrain_steps, "test_videos_per_class": dict(
+                   cfg0.data.synthetic_per_class)["test"],
+               "seconds": round(time.time() - t0)}, f,
               indent=2)
   with open(os.path.join(wd, "results.md"), "w") as f:
-    f.write(f"# synthetic_actions, tiny CLIP, {args.steps} steps per run\n\n{table}")
+    f.write(f"# synthetic_actions, tiny CLIP, {args.steps} steps per run; mean ± std over "
+            f"seeds (count in the seeds column: seen / base-to-novel)\n\n{table}")
   curves = {v: os.path.join(wd, "runs", f"{v}_full", "metrics.jsonl") for v, _ in rows}
   viz.plot_loss_curves({v: c for v, c in curves.items() if os.path.exists(c)},
                        os.path.join(wd, "curves.png"))
