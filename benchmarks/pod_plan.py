@@ -31,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top
+
 from victr_jax import compile_report  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # (key, config module, config argument, global batch (None: the config's), description)
@@ -69,6 +71,7 @@ def compile_one(config, topology: str, final: bool = False):
   with tempfile.TemporaryDirectory() as wd, contextlib.redirect_stdout(io.StringIO()):
     unroll = final or not config.model.remat
     status = compile_report.run(config, wd, topology, count_flops=unroll, train_only=not final)
+    jax.clear_caches()  # the compiled programs: without this the plan grows past 20 GiB
     with open(os.path.join(wd, "compile_report.json")) as f:
       return status, json.load(f)
 
