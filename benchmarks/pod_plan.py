@@ -33,6 +33,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
+from data_pipelines import splits  # noqa: E402  pylint: disable=g-import-not-at-top
 from victr_jax import compile_report  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # (key, config module, config argument, global batch (None: the config's), description)
@@ -55,9 +56,22 @@ def chips_of(topology: str) -> int:
   return chips
 
 
+def charades_root() -> str:
+  """A data root holding only charades/classes.txt, as `victr-prepare --layout charades`
+  writes it (from the shipped list): the Charades config reads its class names from the
+  data root, and compiling needs the prompts, never the videos."""
+  root = os.path.join(tempfile.gettempdir(), "victr_pod_plan_root")
+  os.makedirs(os.path.join(root, "charades"), exist_ok=True)
+  splits.write_classnames(os.path.join(root, "charades", "classes.txt"),
+                          splits.read_classnames(os.path.join(splits.CLASSNAMES_DIR,
+                                                              "charades.txt")))
+  return root
+
+
 def config_of(module: str, arg: str, batch, remat: bool):
   """The shipped config, at `batch` (None: its own) and with remat on or off."""
-  c = importlib.import_module(f"configs.{module}").get_config(arg)
+  root = f",root={charades_root()}" if module == "charades" else ""
+  c = importlib.import_module(f"configs.{module}").get_config(arg + root)
   if batch:
     c.data.batch_size = batch
   c.model.remat = remat
