@@ -135,3 +135,23 @@ def test_a_loop_counted_once_is_not_reconciled(tmp_path, no_data, capsys):
   flops = json.load(open(tmp_path / "compile_report.json"))["flops"]
   assert flops["xla_counts_loops_once"] and flops["accounted"] is None
   assert "XLA counted the head's loops once" in capsys.readouterr().out
+
+
+def test_a_device_that_is_one_core_of_a_chip_gets_that_cores_share():
+  """libtpu's v4 topologies give a device per TensorCore (num_cores 1, two a chip): its
+  HBM, FLOP/s and bandwidths are half the chip's; a megacore device (v5p, num_cores 2)
+  and a one-core chip (v5e) are their chips."""
+  from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
+  gib = 2 ** 30
+  v4 = compile_report.CHIPS["TPU v4"]
+  core = compile_report.chip_of(SimpleNamespace(device_kind="TPU v4", num_cores=1))
+  assert core.hbm_bytes == int(15.75 * gib) and core.peak_flops == v4.peak_flops / 2
+  assert core.hbm_bw == v4.hbm_bw / 2 and core.name == "v4 TensorCore"
+  assert compile_report.chip_of(SimpleNamespace(device_kind="TPU v4", num_cores=2)) == v4
+  assert compile_report.chip_of(SimpleNamespace(device_kind="TPU v5", num_cores=2)) == (
+      compile_report.CHIPS["TPU v5"])
+  assert compile_report.chip_of(SimpleNamespace(device_kind="TPU v5 lite", num_cores=1)) == (
+      compile_report.CHIPS["TPU v5 lite"])
+  assert compile_report.chip_of(SimpleNamespace(device_kind="cpu")) is None
+  devices = compile_report.slice_devices("v4:2x2x1")
+  assert len(devices) == 8 and compile_report.chip_of(devices[0]) == core

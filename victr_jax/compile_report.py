@@ -41,6 +41,7 @@ class Chip:
   hbm_bw: float      # bytes/s
   ici_bw: float      # bytes/s per chip for collectives
   source: str
+  cores: int = 1     # TensorCores per chip (a device may be one of them: see chip_of)
 
 
 CHIPS = {
@@ -49,10 +50,10 @@ CHIPS = {
                         "all-reduce 51.2 TB/s per 256-chip pod"),
     "TPU v4": Chip("v4", int(31.75 * GIB), 275e12, 1200e9, 1.1e15 / 4096,
                    "cloud.google.com/tpu/docs/v4: 275 TFLOP/s bf16, 32 GiB at 1200 GB/s, "
-                   "all-reduce 1.1 PB/s per 4096-chip pod"),
+                   "all-reduce 1.1 PB/s per 4096-chip pod", cores=2),
     "TPU v5": Chip("v5p", int(94.75 * GIB), 459e12, 2765e9, 4800e9 / 8,
                    "cloud.google.com/tpu/docs/v5p: 459 TFLOP/s bf16, 95 GB at 2765 GB/s, "
-                   "ICI 4800 Gbps per chip"),
+                   "ICI 4800 Gbps per chip", cores=2),
     "TPU v6 lite": Chip("v6e", int(31.75 * GIB), 918e12, 1640e9, 3584e9 / 8,
                         "cloud.google.com/tpu/docs/v6e: 918 TFLOP/s bf16, 32 GB at 1640 GB/s, "
                         "ICI 3584 Gbps per chip"),
@@ -78,8 +79,20 @@ def slice_devices(topology: str):
 
 
 def chip_of(device):
-  """The Chip of a device, or None (CPU, GPU or an unknown TPU: no roofline)."""
-  return CHIPS.get(getattr(device, "device_kind", ""))
+  """The figures of one device, or None (CPU, GPU or an unknown TPU: no roofline): its
+  chip's, or, where a device is one TensorCore of a chip (libtpu's v4 topologies: two
+  devices a chip, `num_cores` 1, 15.25 GiB for a program's temporaries), that core's share
+  of the chip's HBM, FLOP/s and bandwidths."""
+  chip = CHIPS.get(getattr(device, "device_kind", ""))
+  cores = getattr(device, "num_cores", chip.cores if chip else 1) or 1
+  if chip is None or cores >= chip.cores:
+    return chip
+  share = cores / chip.cores
+  return dataclasses.replace(
+      chip, name=f"{chip.name} TensorCore", cores=cores,
+      hbm_bytes=int((chip.hbm_bytes + GIB // 4) * share - GIB // 4),
+      peak_flops=chip.peak_flops * share, hbm_bw=chip.hbm_bw * share,
+      ici_bw=chip.ici_bw * share, source=chip.source + f"; one device = 1 of {chip.cores} cores")
 
 
 # ------------------------------------------------------------------ HLO collectives
