@@ -13,8 +13,9 @@ def get_config(arg=None):
                            clips=4, crops=3, variant="victr")
   c = config_lib.peer_recipe(config_lib.base(a.model))
   c.model.num_frames = a.frames
-  # v5e:4x4 needs it (15.8 GiB without). v4:2x2x2 holds the step without it (15.9 of 32 GiB),
-  # but XLA then recomputes as much on its own (model / XLA FLOPs 0.78): pod plan.
+  # v5e:4x4 needs it (15.8 GiB without). On v4:2x2x2 the step without it needs 15.1 GiB of
+  # temporaries of a core's 15.25 (a v4 device is one TensorCore), and XLA then recomputes
+  # as much on its own (model / XLA FLOPs 0.78): pod plan.
   c.model.remat = True
   d = c.data
   d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 256, 32
