@@ -120,9 +120,9 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
     out[name] = {"accuracy": float(np.mean([values[p] == t for p, t in zip(pred, truth)])),
                  "majority": max(truth.count(v) for v in values) / len(truth)}
   for axis, name in (("x", "left_right"), ("y", "top_bottom")):  # the place vs its mirror
-    off = [k for k, a in enumerate(attrs) if a != synthetic.mirrored(frames[k], a, axis)[1]]
-    texts = [synthetic.describe(**a) for k in off
-             for a in (attrs[k], synthetic.mirrored(frames[k], attrs[k], axis)[1])]
+    mirror = [synthetic.mirrored(f, a, axis)[1] for f, a in zip(frames, attrs)]
+    off = [k for k, (a, b) in enumerate(zip(attrs, mirror)) if a != b]
+    texts = [synthetic.describe(**a) for k in off for a in (attrs[k], mirror[k])]
     txt = model.apply({"params": params}, clip.trim_tokens(clip.tokenize(texts)),
                       method=model.encode_text).reshape(len(off), 2, -1)
     sim = jnp.einsum("nd,nvd->nv", img[np.asarray(off)], clip.l2_normalize(txt))
@@ -257,8 +257,8 @@ def main(argv=None) -> int:
                  % ", ".join(HEADLINE))
   p.add_argument("--ablation_seeds", type=int, default=2, help="seeds of every other row")
   p.add_argument("--b2n_rows", default=",".join(HEADLINE),
-                 help="rows also run base-to-novel ('all': every row; the default keeps the "
-                      "job under 10 minutes on 2 CPU cores)")
+                 help="rows also run base-to-novel ('all': every row; the default, the "
+                      "headline rows, keeps the job short)")
   args = p.parse_args(argv)
   t0 = time.time()
   wd = os.path.abspath(args.workdir)
