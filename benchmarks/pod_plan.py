@@ -49,11 +49,10 @@ SLICES = {"v5e": ("v5e:2x2", "v5e:2x4", "v5e:4x4", "v5e:4x8", "v5e:8x8"),
           "v4": ("v4:2x2x1", "v4:2x2x2", "v4:2x2x4", "v4:2x4x4", "v4:4x4x4")}
 
 
-def chips_of(topology: str) -> int:
-  chips = 1
-  for d in topology.split(":")[1].split("x"):
-    chips *= int(d)
-  return chips
+def devices_of(topology: str) -> int:
+  """JAX devices of a slice: one per chip on v5e, one per TensorCore (two a chip) on v4.
+  The global batch is split over devices, so it must divide by this."""
+  return len(compile_report.slice_devices(topology))
 
 
 def charades_root() -> str:
@@ -118,7 +117,7 @@ def smallest_fit(module, arg, batch, family):
   """(report, next smaller slice's report or None) for the smallest slice of `family` that
   holds the setting, remat off where that fits; (None, None) when none does."""
   batch = batch or config_of(module, arg, None, True).data.batch_size
-  slices = [t for t in SLICES[family] if batch % chips_of(t) == 0]
+  slices = [t for t in SLICES[family] if batch % devices_of(t) == 0]
   lo, hi, best, reports = 0, len(slices) - 1, None, {}
   while lo <= hi:  # the smallest slice that fits with remat on
     mid = (lo + hi) // 2
@@ -149,8 +148,10 @@ def row(name, rep, smaller=None) -> str:
     used = smaller["memory_bytes"].get("total")
     below = (f"{smaller['topology']}: {used / 2 ** 30:.1f} GiB" if used
              else f"{smaller['topology']}: does not fit")
+  devices = rep.get("devices", rep["chips"])
+  where = rep["topology"] + (f" ({devices} TensorCores)" if devices != rep["chips"] else "")
   return (f"| {name} | {rep['model']} | {rep['frames']} | {rep['global_batch']} | "
-          f"{rep['topology']} | {'on' if rep['remat'] else 'off'} | "
+          f"{where} | {'on' if rep['remat'] else 'off'} | "
           f"{m['total'] / 2 ** 30:.1f} (eval {ev / 2 ** 30:.1f}) / "
           f"{rep['hbm_bytes'] / 2 ** 30:.2f} GiB | {below} | "
           f"{r.get('step_s', 0) * 1e3:.0f} ms ({BOUND.get(r.get('bound'), '?')}; compute "
@@ -160,7 +161,7 @@ def row(name, rep, smaller=None) -> str:
           f"{moved / 2 ** 30:.2f} GiB | {acc} |")
 
 
-HEADER = ("| setting | model | frames | global batch | slice | remat | memory / HBM per chip | "
+HEADER = ("| setting | model | frames | global batch | slice | remat | memory / HBM per device | "
           "next smaller slice (remat on) | roofline step ms (bound; compute, HBM, ICI) | "
           "clips/s per chip | MFU bound | "
           "collective bytes | (model + recompute) / XLA FLOPs |\n"

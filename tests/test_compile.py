@@ -155,3 +155,17 @@ def test_a_device_that_is_one_core_of_a_chip_gets_that_cores_share():
   assert compile_report.chip_of(SimpleNamespace(device_kind="cpu")) is None
   devices = compile_report.slice_devices("v4:2x2x1")
   assert len(devices) == 8 and compile_report.chip_of(devices[0]) == core
+
+
+def test_a_v4_slice_reports_its_chips_and_its_devices(tmp_path, no_data, capsys):
+  """v4:2x2x1 is 4 chips and 8 devices (one a TensorCore): memory and FLOPs are per
+  device, against a core's 15.75 GiB; batch and clips/s per chip count chips."""
+  status = compile_report.run(_tiny(batch=16), str(tmp_path), "v4:2x2x1", train_only=True)
+  assert status == compile_report.FITS
+  rep = json.load(open(tmp_path / "compile_report.json"))
+  assert (rep["chips"], rep["devices"], rep["per_chip_batch"], rep["per_device_batch"]) == (
+      4, 8, 4, 2)
+  assert rep["hbm_bytes"] == int(15.75 * 2 ** 30) and rep["chip"] == "v4 TensorCore"
+  r = rep["roofline"]
+  assert abs(r["clips_per_s_per_chip"] * r["step_s"] - 4) < 1e-9
+  assert "8 devices (one v4 TensorCore each) on 4 chips" in capsys.readouterr().out

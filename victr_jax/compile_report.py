@@ -344,12 +344,16 @@ def compile_steps(config, devices, count_flops: bool = True, train_only: bool = 
 def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> dict:
   """The compile report (see the module docstring and `print_report`)."""
   chip = chip_of(devices[0])
-  chips = len(devices)
+  n_dev = len(devices)
+  full = CHIPS.get(getattr(devices[0], "device_kind", ""))
+  per_chip = full.cores // chip.cores if chip and full else 1  # v4: 2 devices a chip
+  chips = max(1, n_dev // per_chip)
   d, text = config.data, ctx["text"]
   rep = {"topology": topology, "chip": chip.name if chip else getattr(devices[0], "device_kind",
                                                                        str(devices[0])),
-         "chips": chips, "mesh": ctx["mesh"], "global_batch": int(d.batch_size),
-         "per_chip_batch": d.batch_size / chips, "frames": int(d.num_frames),
+         "chips": chips, "devices": n_dev, "mesh": ctx["mesh"],
+         "global_batch": int(d.batch_size), "per_chip_batch": d.batch_size / chips,
+         "per_device_batch": d.batch_size / n_dev, "frames": int(d.num_frames),
          "prompts": {"n": int(text.tokens.shape[0]),
                      "m": 0 if text.aux_tokens is None else int(text.aux_tokens.shape[0]),
                      "length": int(text.tokens.shape[1])},
@@ -380,8 +384,8 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
   if chip and mem.get("total"):
     rep["headroom"] = 1.0 - mem["total"] / chip.hbm_bytes
   flops = model_flops(config, ctx["model"], text, int(d.batch_size))
-  rep["flops"] = {"model_per_device": flops["useful"] / chips,
-                  "recompute_per_device": flops["recompute"] / chips,
+  rep["flops"] = {"model_per_device": flops["useful"] / n_dev,
+                  "recompute_per_device": flops["recompute"] / n_dev,
                   "parts_per_step": {k: flops[k] for k in ("image", "text", "head")}}
   train = compiled["train"]
   if not isinstance(train, Exception):
@@ -395,7 +399,7 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
     # model's when they were counted unrolled (compile_steps with count_flops).
     looped = _chunked(config) and "train_flops" not in compiled
     rep["flops"]["xla_counts_loops_once"] = looped
-    rep["flops"]["accounted"] = ((flops["useful"] + flops["recompute"]) / chips / cst["flops"]
+    rep["flops"]["accounted"] = ((flops["useful"] + flops["recompute"]) / n_dev / cst["flops"]
                                  if cst["flops"] and not looped else None)
     rep["bytes_accessed_per_device"] = cst["bytes"]
     rep["xla_optimal_seconds"] = cst["optimal_seconds"]
@@ -407,7 +411,7 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
       r["step_s"] = max(r.values())
       r["bound"] = max(("compute_s", "memory_s", "communication_s"), key=r.get)[:-2]
       r["clips_per_s_per_chip"] = d.batch_size / chips / r["step_s"] if r["step_s"] else None
-      r["mfu_bound"] = (flops["useful"] / (chips * chip.peak_flops * r["step_s"])
+      r["mfu_bound"] = (flops["useful"] / (n_dev * chip.peak_flops * r["step_s"])
                         if r["step_s"] else None)
       rep["roofline"] = r
   return rep
@@ -434,7 +438,9 @@ def _gib(x):
 
 def print_report(rep: dict) -> None:
   p = rep["prompts"]
-  print(f"[compile] {rep['topology']}: {rep['chips']} x {rep['chip']}, mesh {rep['mesh']}, "
+  dev = (f"{rep['devices']} devices (one {rep['chip']} each) on {rep['chips']} chips"
+         if rep["devices"] != rep["chips"] else f"{rep['chips']} x {rep['chip']}")
+  print(f"[compile] {rep['topology']}: {dev}, mesh {rep['mesh']}, "
         f"{rep['model']}, batch {rep['global_batch']} ({rep['per_chip_batch']:g} per chip), "
         f"{rep['frames']} frames, {p['n']} + {p['m']} prompts of {p['length']} tokens, "
         f"remat {rep['remat']}")
@@ -448,14 +454,14 @@ def print_report(rep: dict) -> None:
       for line in m["largest_buffers"]:
         print(f"    {line}")
       continue
-    print(f"  {what} memory per chip: arguments {_gib(m['arguments'])}, temporaries "
+    print(f"  {what} memory per device: arguments {_gib(m['arguments'])}, temporaries "
           f"{_gib(m['temporaries'])}, outputs {_gib(m['outputs'])} (aliased "
           f"{_gib(m['aliased'])}), total {_gib(m['total'])} of {_gib(rep['hbm_bytes'])}")
   if rep.get("headroom") is not None:
     print(f"  fits: {rep['fits']}, headroom {100 * rep['headroom']:.1f}%")
   f = rep["flops"]
   if "xla_per_device" in f:
-    print(f"  FLOPs per chip: XLA {f['xla_per_device'] / 1e12:.3f} T, model "
+    print(f"  FLOPs per device: XLA {f['xla_per_device'] / 1e12:.3f} T, model "
           f"{f['model_per_device'] / 1e12:.3f} T + recompute "
           f"{f['recompute_per_device'] / 1e12:.3f} T ("
           + (f"accounted {f['accounted']:.2f}" if f.get("accounted") else
