@@ -8,7 +8,10 @@ mean-pool fine-tuning baseline against the same recipe in PyTorch.
    fp32 (bf16 on accelerators) matmul FLOP/s, measured in the same process.
 2. Side by side, same sizes (B/32, 8 frames, batch 2, 16 prompts): our mean-pool baseline
    (ViFi-CLIP recipe: CLIP towers, temporal mean pooling, cross-entropy, AdamW) vs the same
-   recipe in PyTorch with open_clip towers on the same weights. Prints ours / PyTorch.
+   recipe in PyTorch with open_clip towers on the same weights, in --dtype on both sides
+   (bfloat16: PyTorch under autocast). Prints ours / PyTorch for our towers' blocks in a
+   lax.scan (`model.scan_layers`, what a CPU run should use) and unrolled, and with the
+   prompts trimmed to their longest (what our trainer runs).
 """
 import argparse
 import os
@@ -28,8 +31,10 @@ from common import matmul_peak, median_time  # noqa: E402
 ACCEL = jax.default_backend() != "cpu"
 
 
-def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
-  """A jitted train step of our model on one device; returns (run, flops per step)."""
+def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None,
+             return_compiled=False):
+  """A jitted train step of our model on one device; returns (run, flops per step) and,
+  with return_compiled, the compiled step."""
   model = models.build_model(cfg_model)
   variables = models.init(model, num_frames=frames.shape[1], n=tokens.shape[0], m=0)
   params = variables["params"]
@@ -45,7 +50,8 @@ def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
                  donate_argnums=(0,))
   batch = {"frames": jnp.asarray(frames), "label": jnp.asarray(labels)}
   args = (batch, jnp.asarray(tokens), None, None)
-  cost = step.lower(state, *args).compile().cost_analysis()
+  compiled = step.lower(state, *args).compile()
+  cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   box = [state]
 
@@ -53,11 +59,14 @@ def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
     box[0], m = step(box[0], *args)
     jax.block_until_ready(m["loss"])
 
+  if return_compiled:
+    return run, float(cost.get("flops", 0.0)), compiled
   return run, float(cost.get("flops", 0.0))
 
 
-def torch_step(ref, frames, tokens, labels, lr=1e-5):
-  """The same recipe in PyTorch: open_clip towers, mean over frames, CE, AdamW."""
+def torch_step(ref, frames, tokens, labels, lr=1e-5, bf16=False):
+  """The same recipe in PyTorch: open_clip towers, mean over frames, CE, AdamW; bf16:
+  under autocast (on the CPU too)."""
   import torch  # pylint: disable=g-import-not-at-top
   dev = "cuda" if ACCEL and torch.cuda.is_available() else "cpu"
   ref = ref.to(dev).train()
@@ -69,7 +78,7 @@ def torch_step(ref, frames, tokens, labels, lr=1e-5):
   y = torch.from_numpy(labels.astype(np.int64)).to(dev)
 
   def run():
-    with torch.autocast(dev, torch.bfloat16, enabled=ACCEL):
+    with torch.autocast(dev, torch.bfloat16, enabled=bf16):
       v = ref.encode_image(x).float().reshape(b, t, -1).mean(1)
       e = ref.encode_text(tok).float()
       v = v / v.norm(dim=-1, keepdim=True)
@@ -93,6 +102,8 @@ def main():
   p.add_argument("--prompts", type=int, default=16)
   p.add_argument("--iters", type=int, default=3)
   p.add_argument("--skip_torch", action="store_true")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="compute dtype of part 2, both sides (accelerators: always bfloat16)")
   args = p.parse_args()
   peak = matmul_peak()
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
@@ -120,24 +131,29 @@ def main():
   torch.set_num_threads(os.cpu_count())
   ref = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None)
   _, cparams = checkpoint.from_state_dict(ref.state_dict(), act="quick_gelu")
+  cparams = jax.tree.map(np.array, cparams)  # a copy: PyTorch's steps update its tensors in place
+  bf16 = ACCEL or args.dtype == "bfloat16"
   cfg = models.get_config("B/32")
   cfg.name, cfg.num_frames = "mean_pool", args.frames
-  cfg.dtype = "bfloat16" if ACCEL else "float32"
+  cfg.dtype = "bfloat16" if bf16 else "float32"
   frames = rng.standard_normal((args.batch, args.frames, 224, 224, 3)).astype(np.float32)
   full = clip.tokenize([f"a person doing action {i}" for i in range(args.prompts)])  # open_clip needs 77
-  ours, _ = our_step(cfg, frames, full, labels, clip_params=cparams)
-  theirs = torch_step(ref, frames, full, labels)
-  t_ours, t_torch = median_time(ours, args.iters), median_time(theirs, args.iters)
+  theirs = torch_step(ref, frames, full, labels, bf16=bf16)
+  t_torch = median_time(theirs, args.iters)
+  print(f"\n2. mean-pool fine-tuning step, B/32, T={args.frames}, batch {args.batch}, "
+        f"{args.prompts} prompts (length 77 on both sides), same weights, {cfg.dtype}\n"
+        f"PyTorch+open_clip {t_torch:.3f} s/step ({args.batch / t_torch:.2f} clips/s)")
+  for scan, what in ((True, "blocks in a lax.scan (model.scan_layers)"), (False, "unrolled")):
+    cfg.scan_layers = scan
+    ours, _ = our_step(cfg, frames, full, labels, clip_params=cparams)
+    t_ours = median_time(ours, args.iters)
+    print(f"ours, {what}: {t_ours:.3f} s/step ({args.batch / t_ours:.2f} clips/s), "
+          f"ours/PyTorch speed = {t_torch / t_ours:.2f}")
+  cfg.scan_layers = True
   ours_trim, _ = our_step(cfg, frames, tokens, labels, clip_params=cparams)
   t_trim = median_time(ours_trim, args.iters)
-  print(f"\n2. mean-pool fine-tuning step, B/32, T={args.frames}, batch {args.batch}, "
-        f"{args.prompts} prompts (length 77 on both sides), same weights")
-  print(f"ours {t_ours:.3f} s/step ({args.batch / t_ours:.2f} clips/s), PyTorch+open_clip "
-        f"{t_torch:.3f} s/step ({args.batch / t_torch:.2f} clips/s): ours/PyTorch speed = "
-        f"{t_torch / t_ours:.2f}")
-  print(f"ours with prompts trimmed to {tokens.shape[1]} tokens (what our trainer runs; "
+  print(f"ours (scan) with prompts trimmed to {tokens.shape[1]} tokens (what our trainer runs; "
         f"open_clip needs 77): {t_trim:.3f} s/step, ours/PyTorch speed = {t_torch / t_trim:.2f}")
-
 
 if __name__ == "__main__":
   main()

@@ -93,3 +93,27 @@ def test_trimmed_tokens_give_the_same_text_embedding():
   full = model.apply({"params": params}, tokens, method=model.encode_text)
   trimmed = model.apply({"params": params}, short, method=model.encode_text)
   np.testing.assert_allclose(np.asarray(trimmed), np.asarray(full), atol=1e-5)
+
+
+def test_scanned_blocks_equal_unrolled_ones_and_their_gradients(rng):
+  """Transformer.scan (both towers' blocks in one lax.scan over stacked parameters) gives
+  the unrolled towers' outputs and parameter gradients, with and without remat."""
+  cfg = clip.get_config("tiny")
+  _, params = _tiny()
+  images = jnp.asarray(rng.standard_normal((3, 32, 32, 3)), jnp.float32)
+  tokens = jnp.asarray(clip.trim_tokens(clip.tokenize(["a cat", "a red dog on grass"])))
+
+  def loss(model, p):
+    logits, _, _ = model.apply({"params": p}, images, tokens)
+    return jnp.sum(jnp.sin(logits))
+
+  ref = clip.CLIP(cfg)
+  want, want_g = jax.value_and_grad(lambda p: loss(ref, p))(params)
+  for remat in (False, True):
+    got, got_g = jax.value_and_grad(lambda p: loss(clip.CLIP(cfg, remat=remat, scan=True), p))(
+        params)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got_g),
+                            jax.tree_util.tree_leaves(want_g)):  # float32 summation order
+      err = float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
+      assert err < 1e-4, (jax.tree_util.keystr(path), remat, err)

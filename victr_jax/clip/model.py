@@ -163,7 +163,14 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-  """A stack of `layers` blocks named resblocks_0 ... resblocks_{L-1}. (B, L, W) -> same."""
+  """A stack of `layers` blocks named resblocks_0 ... resblocks_{L-1}. (B, L, W) -> same.
+
+  scan: the blocks run as one `lax.scan` over their stacked parameters (same parameters,
+  names and result). On CPU this is faster: with the blocks unrolled, XLA's CPU fusion
+  copies the backward pass's residual-stream gradient, an elementwise chain through every
+  block above, into each block's weight-gradient transposes, so the work grows with the
+  square of the depth (a third of a ViT-B/32 train step; benchmarks/profile_step.py). A
+  loop body cannot fuse across blocks."""
   layers: int
   heads: int
   mlp_dim: int
@@ -172,14 +179,24 @@ class Transformer(nn.Module):
   ln_eps: float = 1e-5
   dtype: Dtype = jnp.float32
   remat: bool = False
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x):
     block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
-    for i in range(self.layers):
-      x = block(self.heads, self.mlp_dim, self.act, self.causal, self.ln_eps, self.dtype,
-                name=f"resblocks_{i}")(x)
-    return x
+    blocks = [block(self.heads, self.mlp_dim, self.act, self.causal, self.ln_eps, self.dtype,
+                    name=f"resblocks_{i}") for i in range(self.layers)]
+    if not self.scan or self.is_initializing():
+      for b in blocks:
+        x = b(x)
+      return x
+    params = self.variables["params"]
+    stacked = jax.tree.map(lambda *p: jnp.stack(p),
+                           *[params[f"resblocks_{i}"] for i in range(self.layers)])
+    plain = ResidualAttentionBlock(self.heads, self.mlp_dim, self.act, self.causal, self.ln_eps,
+                                   self.dtype)
+    step = lambda h, p: (plain.apply({"params": p}, h), None)
+    return jax.lax.scan(jax.checkpoint(step) if self.remat else step, x, stacked)[0]
 
 
 def interpolate_pos_embed(pos: jax.Array, grid: tuple[int, int]) -> jax.Array:
@@ -204,6 +221,7 @@ class VisionTransformer(nn.Module):
   cfg: CLIPConfig
   dtype: Dtype = jnp.float32
   remat: bool = False
+  scan: bool = False  # Transformer.scan
 
   @nn.compact
   def __call__(self, images):
@@ -224,7 +242,7 @@ class VisionTransformer(nn.Module):
     x = x + interpolate_pos_embed(pos, (gh, gw)).astype(self.dtype)
     x = LayerNorm(c.ln_eps, self.dtype, name="ln_pre")(x)
     x = Transformer(c.vision_layers, c.vision_heads, c.vision_mlp_dim, c.act, False, c.ln_eps,
-                    self.dtype, self.remat, name="transformer")(x)
+                    self.dtype, self.remat, self.scan, name="transformer")(x)
     x = LayerNorm(c.ln_eps, self.dtype, name="ln_post")(x[:, 0])
     proj = self.param("proj", _part(nn.initializers.normal(scale), ("embed", "proj")),
                       (w, c.embed_dim))
@@ -240,10 +258,11 @@ class CLIP(nn.Module):
   cfg: CLIPConfig
   dtype: Dtype = jnp.float32
   remat: bool = False
+  scan: bool = False  # both towers' blocks in a lax.scan (Transformer.scan)
 
   def setup(self):
     c = self.cfg
-    self.visual = VisionTransformer(c, self.dtype, self.remat)
+    self.visual = VisionTransformer(c, self.dtype, self.remat, self.scan)
     self.token_embedding = nn.Embed(
         c.vocab_size, c.text_width, dtype=self.dtype, param_dtype=jnp.float32,
         embedding_init=_part(nn.initializers.normal(0.02), ("vocab", "embed")))
@@ -251,7 +270,7 @@ class CLIP(nn.Module):
         "positional_embedding", _part(nn.initializers.normal(0.01), (None, "embed")),
         (c.context_length, c.text_width))
     self.transformer = Transformer(c.text_layers, c.text_heads, c.text_mlp_dim, c.act, True,
-                                   c.ln_eps, self.dtype, self.remat)
+                                   c.ln_eps, self.dtype, self.remat, self.scan)
     self.ln_final = LayerNorm(c.ln_eps, self.dtype)
     self.text_projection = self.param(
         "text_projection", _part(nn.initializers.normal(c.text_width ** -0.5), ("embed", "proj")),

@@ -75,7 +75,8 @@ class VicTR(nn.Module):
     cfg, hc = self.cfg, self.cfg.head
     dtype = jnp.dtype(cfg.dtype)
     use_aux = hc.aux_text and aux_tokens is not None and aux_tokens.shape[0] > 0
-    clip = CLIP(self.clip_cfg, dtype=dtype, remat=cfg.remat, name="clip")
+    clip = CLIP(self.clip_cfg, dtype=dtype, remat=cfg.remat,
+                scan=bool(cfg.get("scan_layers", False)), name="clip")
     f, e, scale = encode_towers(clip, cfg, frames, class_tokens, aux_tokens if use_aux else None)
     n = class_tokens.shape[0]
     b = f.shape[0]
