@@ -34,7 +34,9 @@ PLACES = ("left", "right", "top", "bottom")
 PLACE_MARGIN = 0.12  # a frame caption names a side only when the centre is this far from 0.5
 BACKGROUNDS = ("dark background", "light background", "noisy background", "striped background")
 SPLIT_SEEDS = {"train": 0, "test": 1, "val": 2, "pretrain": 3}
-VERSION = 3  # of the generator: 3 = motions named by where they end (2: "moving left", ...)
+VERSION = 4  # of the generator: 4 = test videos in reverse pairs; 3 = motions named by where
+# they end (2: "moving left", ...)
+PAIRED_SPLITS = ("test",)  # each video of a motion comes with its time reversal (see generate)
 
 
 def classes() -> list[str]:
@@ -198,14 +200,34 @@ def render(label: int, rng: np.random.Generator, num_frames: int = 16,
                r * np.ones(num_frames))
 
 
+def reversed_video(v: Video, label: int) -> Video:
+  """v played backwards, as a video of class `label` (its motion's reverse)."""
+  return dataclasses.replace(v, frames=v.frames[::-1].copy(), label=label,
+                             motion=class_parts(label)[1], centres=v.centres[::-1].copy(),
+                             radii=v.radii[::-1].copy())
+
+
 def generate(split: str, per_class: int, num_frames: int = 16, size: int = 64,
              seed: int = 0, class_ids=None) -> Iterator[Video]:
-  """`per_class` videos of every class (or of `class_ids`), deterministic in (seed, split)."""
+  """`per_class` videos of every class (or of `class_ids`), deterministic in (seed, split).
+
+  In PAIRED_SPLITS (the test split) the second class of each reverse pair (moving to the
+  right, to the bottom, shrinking) gets the first one's videos played backwards. A motion
+  and its reverse then show exactly the same frames, so any model that ignores frame order
+  (CLIP's frame average, mean pooling) gives both videos of a pair the same prediction and
+  scores exactly 0.5 on direction: the chance level holds by construction, not by luck of
+  the draw."""
   ids = range(len(classes())) if class_ids is None else class_ids
   rng = np.random.default_rng([seed, SPLIT_SEEDS.get(split, 9)])
-  for k in range(per_class):
+  for _ in range(per_class):
+    made = {}
     for c in ids:
-      yield render(c, rng, num_frames, size)
+      first = c - 1 if c % 2 else c  # motions come in pairs: even index, then its reverse
+      if split in PAIRED_SPLITS and c % 2 and first in made:
+        yield reversed_video(made[first], c)
+        continue
+      made[c] = render(c, rng, num_frames, size)
+      yield made[c]
 
 
 def write(out_dir: str, per_class: dict[str, int], num_frames: int = 16, size: int = 64,

@@ -169,3 +169,28 @@ def test_tfds_synthetic_builder_feeds_the_pipeline(tmp_path):
   assert len(rec.frames) == 16 and rec.label_texts == [synthetic.classes()[rec.labels[0]]]
   ev = list(pipeline.eval_dataset(src, _cfg(num_classes=18, eval_batch_size=8)))
   assert sum(int(b["mask"].sum()) for b in ev) == 36
+
+
+def test_test_videos_come_in_reverse_pairs_so_frame_averages_score_half_on_direction():
+  """In the test split each video of a reverse motion is its partner's video backwards, so
+  an order-blind classifier (here: the frames' mean, nearest class mean) predicts the same
+  class for both and its direction accuracy is exactly 0.5 on every axis."""
+  from victr_jax import demo  # pylint: disable=g-import-not-at-top
+  vids = list(synthetic.generate("test", 3, num_frames=5, size=16))
+  train = list(synthetic.generate("train", 3, num_frames=5, size=16))
+  assert not any(np.array_equal(train[0].frames, v.frames[::-1]) for v in train[1:])
+  n = len(synthetic.classes())
+  for k in range(3):
+    for c in range(0, n, 2):
+      a, b = vids[k * n + c], vids[k * n + c + 1]
+      assert (a.label, b.label) == (c, c + 1) and b.motion == synthetic.MOTIONS[(c + 1) % 6]
+      np.testing.assert_array_equal(b.frames, a.frames[::-1])
+      np.testing.assert_array_equal(b.centres, a.centres[::-1])
+  mean = lambda v: v.frames.astype(np.float64).mean(0).ravel()
+  protos = np.stack([np.mean([mean(v) for v in train if v.label == c], 0) for c in range(n)])
+  confusion = np.zeros((n, n))
+  for v in vids:
+    confusion[v.label, np.argmin(((protos - mean(v)) ** 2).sum(1))] += 1
+  scores = demo.motion_scores(confusion)
+  for axis, acc in scores["direction_accuracy_per_axis"].items():
+    assert acc == 0.5, (axis, acc)

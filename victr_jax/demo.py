@@ -1,6 +1,6 @@
 """The main job: the whole method on the embedded synthetic_actions data, on a CPU.
 
-  python -m victr_jax.demo [--workdir workdirs/demo] [--steps 300] [--pretrain_steps 1000]
+  python -m victr_jax.demo [--workdir workdirs/demo] [--steps 200] [--pretrain_steps 1000]
 
 1. data      synthetic_actions records: 18 classes "a {colour} shape {motion}" whose motions
              come in reverse pairs ("moving to the left" / "... right", "growing large" /
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m victr_jax.demo", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default=os.path.join("workdirs", "demo"))
-  p.add_argument("--steps", type=int, default=300, help="training steps per run")
+  p.add_argument("--steps", type=int, default=200, help="training steps per run")
   p.add_argument("--pretrain_steps", type=int, default=1000)
   p.add_argument("--rows", default="", help="comma-separated variants (default: all ROWS)")
   p.add_argument("--settings", default=",".join(SETTINGS))
