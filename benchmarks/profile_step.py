@@ -100,8 +100,7 @@ def main():
   frames = np.random.default_rng(0).standard_normal(
       (args.batch, args.frames, s, s, 3)).astype(np.float32)
   tokens = clip.tokenize([f"a person doing action {i}" for i in range(args.prompts)])
-  run, _, compiled = our_step(cfg, frames, tokens, np.arange(args.batch) % args.prompts,
-                              return_compiled=True)
+  run, _, compiled = our_step(cfg, frames, tokens, np.arange(args.batch) % args.prompts)
   facts = fusion_facts(compiled.as_text())
   run()
   with tempfile.TemporaryDirectory() as d:

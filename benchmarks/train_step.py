@@ -31,10 +31,9 @@ from common import matmul_peak, median_time  # noqa: E402
 ACCEL = jax.default_backend() != "cpu"
 
 
-def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None,
-             return_compiled=False):
-  """A jitted train step of our model on one device; returns (run, flops per step) and,
-  with return_compiled, the compiled step."""
+def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
+  """A jitted train step of our model on one device; returns (run, flops per step, the
+  compiled step)."""
   model = models.build_model(cfg_model)
   variables = models.init(model, num_frames=frames.shape[1], n=tokens.shape[0], m=0)
   params = variables["params"]
@@ -59,9 +58,7 @@ def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None,
     box[0], m = step(box[0], *args)
     jax.block_until_ready(m["loss"])
 
-  if return_compiled:
-    return run, float(cost.get("flops", 0.0)), compiled
-  return run, float(cost.get("flops", 0.0))
+  return run, float(cost.get("flops", 0.0)), compiled
 
 
 def torch_step(ref, frames, tokens, labels, lr=1e-5, bf16=False):
@@ -120,7 +117,7 @@ def main():
     cfg.dtype = "bfloat16" if ACCEL else "float32"
     s = models.clip_config_of(cfg).image_size
     frames = rng.standard_normal((args.batch, args.frames, s, s, 3)).astype(np.float32)
-    run, flops = our_step(cfg, frames, tokens, labels)
+    run, flops, _ = our_step(cfg, frames, tokens, labels)
     sec = median_time(run, args.iters)
     print(f"{size:6s} {sec:8.3f} {args.batch / sec:8.2f} {flops / 1e9:11.1f} "
           f"{flops / sec / 1e9:8.1f} {flops / sec / peak:6.2f}")
@@ -145,12 +142,12 @@ def main():
         f"PyTorch+open_clip {t_torch:.3f} s/step ({args.batch / t_torch:.2f} clips/s)")
   for scan, what in ((True, "blocks in a lax.scan (model.scan_layers)"), (False, "unrolled")):
     cfg.scan_layers = scan
-    ours, _ = our_step(cfg, frames, full, labels, clip_params=cparams)
+    ours, _, _ = our_step(cfg, frames, full, labels, clip_params=cparams)
     t_ours = median_time(ours, args.iters)
     print(f"ours, {what}: {t_ours:.3f} s/step ({args.batch / t_ours:.2f} clips/s), "
           f"ours/PyTorch speed = {t_torch / t_ours:.2f}")
   cfg.scan_layers = True
-  ours_trim, _ = our_step(cfg, frames, tokens, labels, clip_params=cparams)
+  ours_trim, _, _ = our_step(cfg, frames, tokens, labels, clip_params=cparams)
   t_trim = median_time(ours_trim, args.iters)
   print(f"ours (scan) with prompts trimmed to {tokens.shape[1]} tokens (what our trainer runs; "
         f"open_clip needs 77): {t_trim:.3f} s/step, ours/PyTorch speed = {t_torch / t_trim:.2f}")

@@ -345,9 +345,9 @@ def build_report(config, topology: str, devices, compiled: dict, ctx: dict) -> d
   """The compile report (see the module docstring and `print_report`)."""
   chip = chip_of(devices[0])
   n_dev = len(devices)
-  full = CHIPS.get(getattr(devices[0], "device_kind", ""))
-  per_chip = full.cores // chip.cores if chip and full else 1  # v4: 2 devices a chip
-  chips = max(1, n_dev // per_chip)
+  # Chips are the devices' distinct coordinates (v4: two devices, one per TensorCore, share
+  # a chip's); a device without coordinates (CPU, GPU) counts as its own chip.
+  chips = len({tuple(getattr(d, "coords", None) or (i,)) for i, d in enumerate(devices)})
   d, text = config.data, ctx["text"]
   rep = {"topology": topology, "chip": chip.name if chip else getattr(devices[0], "device_kind",
                                                                        str(devices[0])),

@@ -183,12 +183,11 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
-    blocks = [block(self.heads, self.mlp_dim, self.act, self.causal, self.ln_eps, self.dtype,
-                    name=f"resblocks_{i}") for i in range(self.layers)]
-    if not self.scan or self.is_initializing():
-      for b in blocks:
-        x = b(x)
+    if not self.scan or self.is_initializing():  # the scan reads the params init made
+      block = nn.remat(ResidualAttentionBlock) if self.remat else ResidualAttentionBlock
+      for i in range(self.layers):
+        x = block(self.heads, self.mlp_dim, self.act, self.causal, self.ln_eps, self.dtype,
+                  name=f"resblocks_{i}")(x)
       return x
     params = self.variables["params"]
     stacked = jax.tree.map(lambda *p: jnp.stack(p),
