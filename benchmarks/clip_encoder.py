@@ -12,6 +12,9 @@ import os
 import sys
 
 sys.modules.setdefault("triton", None)
+if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostmem.py)
+  from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.ensure()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -70,5 +70,7 @@ def main():
   sweep("prompts n+m (T=8, m=n/4)", [(8, j * 4 // 5, j // 5) for j in (50, 100, 200, 400)], args)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostmem.py)
+  from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.ensure()
   main()

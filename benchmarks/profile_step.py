@@ -27,8 +27,12 @@ import re
 import sys
 import tempfile
 
-import jax
-import numpy as np
+if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostmem.py)
+  from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.ensure()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_step import our_step  # noqa: E402  pylint: disable=g-import-not-at-top

@@ -330,5 +330,7 @@ def main(argv=None):
   print(f"\nwritten: {out_json}")
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostmem.py)
+  from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.ensure()
   main()

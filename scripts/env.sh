@@ -22,3 +22,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+# Huge pages for XLA's per-step buffers: glibc reads GLIBC_TUNABLES when a process starts, so
+# set it here (victr_jax/hostmem.py; entry points started otherwise restart themselves once).
+eval "$(.venv/bin/python -m victr_jax.hostmem)"

@@ -36,13 +36,17 @@ import shutil
 import sys
 import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostmem.py)
+  from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.ensure()
 
-from configs import demo as demo_config_module
-from data_pipelines import pipeline, records, synthetic, video_ops
-from victr_jax import clip, config_lib, data, metrics, models, pretrain, train, viz
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import demo as demo_config_module  # noqa: E402
+from data_pipelines import pipeline, records, synthetic, video_ops  # noqa: E402
+from victr_jax import clip, config_lib, data, metrics, models, pretrain, train, viz  # noqa: E402
 
 ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
     ("clip_zero_shot", "CLIP zero-shot, frame average"),

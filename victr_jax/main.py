@@ -50,6 +50,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.ensure()  # XLA's step buffers on huge pages
   sys.modules.setdefault("triton", None)
   flags.FLAGS.set_default("verbosity", -1)  # warnings and our progress lines; -v 0 for info
   app.run(main)
