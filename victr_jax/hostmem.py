@@ -12,8 +12,9 @@ faults drop to about 1.5k per step and the step to 4.9 s (PyTorch's step gains a
 glibc reads its tunables once, when the process starts, so `ensure()` starts the program again
 (`execve`, same arguments) with the tunable added to `GLIBC_TUNABLES` and prints one line
 saying so. The quick-start scripts export it before Python starts (`scripts/env.sh` evaluates
-`python -m victr_jax.hostmem`, which prints the `export` line), so they never restart. `VICTR_HOST_HUGEPAGES=0` turns this off; a `glibc.malloc.hugetlb` value already
-in `GLIBC_TUNABLES` is left as it is. Elsewhere (macOS, musl, glibc before 2.35, a kernel with
+`python -m victr_jax.hostmem`, which prints the `export` line), so they never restart.
+`VICTR_HOST_HUGEPAGES=0` turns this off; a `glibc.malloc.hugetlb` value already in
+`GLIBC_TUNABLES` is left as it is. Elsewhere (macOS, musl, glibc before 2.35, a kernel with
 transparent huge pages set to `never`) nothing changes.
 """
 import os
@@ -65,10 +66,15 @@ def tuned_environ(environ, glibc: tuple[int, int] | None, thp: str | None) -> di
   return env
 
 
+def wanted_environ() -> dict | None:
+  """`tuned_environ` for this process and machine: what `ensure()` would restart with."""
+  return tuned_environ(os.environ, glibc_version(), thp_mode())
+
+
 def ensure() -> None:
   """Restarts this program once with `glibc.malloc.hugetlb=1` where that applies (see the
   module docstring). Call it first thing under `if __name__ == "__main__":`."""
-  env = tuned_environ(os.environ, glibc_version(), thp_mode())
+  env = wanted_environ()
   if env is None or not getattr(sys, "orig_argv", None):
     return
   print(f"[hostmem] restarting with GLIBC_TUNABLES={env['GLIBC_TUNABLES']} (huge pages for "
@@ -79,7 +85,7 @@ def ensure() -> None:
 
 def export_line() -> str:
   """A shell `export GLIBC_TUNABLES=...` line where `ensure()` would restart, else ''."""
-  env = tuned_environ(os.environ, glibc_version(), thp_mode())
+  env = wanted_environ()
   return f"export GLIBC_TUNABLES={shlex.quote(env['GLIBC_TUNABLES'])}" if env else ""
 
 
