@@ -17,13 +17,13 @@ from configs.few_shot import DATASETS  # pylint: disable=g-bad-import-order
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, dataset="k400", seed=1, shots=16, root=config_lib.DATA_ROOT,
-                           model="B/16", frames=32, variant="victr", train_list="",
+                           model="", frames=32, variant="victr", train_list="",
                            base_list="", novel_list="")
   if a.dataset not in DATASETS:
     raise ValueError(f"config argument dataset={a.dataset!r}: known {sorted(DATASETS)}")
   names, train, test = DATASETS[a.dataset]
   base, novel = splits.base_novel_classes(len(splits.read_classnames(names)), names)
-  c = config_lib.peer_recipe(config_lib.base(a.model))
+  c = config_lib.peer_recipe(config_lib.base(a.model or "B/16"))
   c.model.num_frames = a.frames
   # The head a few videos and queries at a time: same numbers, memory bounded at 32 frames
   # (--mode=compile: zero-shot B/16, batch 256, fits v5e:4x4; docs/method.md, "Memory").
@@ -42,4 +42,4 @@ def get_config(arg=None):
   c.optim.lr = 2e-6
   c.num_epochs = 11  # ViFi-CLIP base-to-novel (configs/base2novel/*/16_32_vifi_clip_s*.yaml)
   c.seed = a.seed
-  return config_lib.apply_variant(c, a.variant)
+  return config_lib.finish(c, a)

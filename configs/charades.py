@@ -11,9 +11,9 @@ from victr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="L/14", frames=32,
+  a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="", frames=32,
                            clips=4, crops=1, variant="victr")
-  c = config_lib.peer_recipe(config_lib.base(a.model))
+  c = config_lib.peer_recipe(config_lib.base(a.model or "L/14"))
   c.model.num_frames = a.frames
   # The head a few videos and queries at a time: same numbers, memory bounded at 32 frames
   # (--mode=compile: zero-shot B/16, batch 256, fits v5e:4x4; docs/method.md, "Memory").
@@ -30,4 +30,4 @@ def get_config(arg=None):
   c.optim.mixup_alpha = c.optim.cutmix_alpha = 0.0
   c.num_epochs = 50
   c.mesh.fsdp, c.mesh.data = 8, -1  # towers sharded FSDP-style in groups of 8 chips
-  return config_lib.apply_variant(c, a.variant)
+  return config_lib.finish(c, a)

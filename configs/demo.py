@@ -49,4 +49,4 @@ def get_config(arg=None):
   c.num_train_steps = a.steps
   c.log_every, c.checkpoint_every = 25, a.steps  # one checkpoint, at the end: saves time
   c.mesh.data = -1
-  return config_lib.apply_variant(c, a.variant)
+  return config_lib.select_evals(config_lib.apply_variant(c, a.variant), a.evals)

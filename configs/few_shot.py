@@ -9,7 +9,7 @@ lr 2e-6, batch 64, 50 epochs; data and augmentation from config_lib.peer_recipe
 
 train_list=/path/to/train1_few_shot_2.txt trains on the videos of a published list (e.g.
 ViFi-CLIP's datasets_splits/*/train1_few_shot_K.txt) instead of our own draw of `shots`;
-test_list= restricts the test set likewise (formats: victr_jax/data.read_video_list).
+test_list= restricts the test set likewise (formats: data_pipelines/splits.read_video_list).
 """
 from victr_jax import config_lib
 
@@ -23,14 +23,14 @@ DATASETS = {  # name -> (classnames, train glob, test glob) under root
 
 def get_config(arg=None):
   a = config_lib.parse_arg(arg, dataset="hmdb51", shots=2, seed=0, root=config_lib.DATA_ROOT,
-                           model="B/16", frames=32, variant="victr", train_list="",
+                           model="", frames=32, variant="victr", train_list="",
                            test_list="")
   if a.dataset not in DATASETS:
     raise ValueError(f"config argument dataset={a.dataset!r}: known {sorted(DATASETS)}")
   if a.shots not in (2, 4, 8, 16):
     raise ValueError(f"config argument shots={a.shots}: the protocol uses 2, 4, 8 or 16")
   names, train, test = DATASETS[a.dataset]
-  c = config_lib.peer_recipe(config_lib.base(a.model))
+  c = config_lib.peer_recipe(config_lib.base(a.model or "B/16"))
   c.model.num_frames = a.frames
   # The head a few videos and queries at a time: same numbers, memory bounded at 32 frames
   # (--mode=compile: zero-shot B/16, batch 256, fits v5e:4x4; docs/method.md, "Memory").
@@ -47,4 +47,4 @@ def get_config(arg=None):
   c.optim.lr = 2e-6
   c.num_epochs = 50
   c.seed = a.seed
-  return config_lib.apply_variant(c, a.variant)
+  return config_lib.finish(c, a)

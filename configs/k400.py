@@ -9,9 +9,9 @@ from victr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="L/14", frames=8,
+  a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="", frames=8,
                            clips=4, crops=3, variant="victr")
-  c = config_lib.peer_recipe(config_lib.base(a.model))
+  c = config_lib.peer_recipe(config_lib.base(a.model or "L/14"))
   c.model.num_frames = a.frames
   # v5e:4x4 needs it (15.8 GiB without). On v4:2x2x2 the step without it needs 15.1 GiB of
   # temporaries of a core's 15.25 (a v4 device is one TensorCore), and XLA then recomputes
@@ -28,4 +28,4 @@ def get_config(arg=None):
   c.optim.lr = 8e-6
   c.num_epochs = 30
   c.mesh.fsdp, c.mesh.data = 8, -1  # towers sharded FSDP-style in groups of 8 chips (pods)
-  return config_lib.apply_variant(c, a.variant)
+  return config_lib.finish(c, a)

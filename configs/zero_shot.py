@@ -2,7 +2,14 @@
 and UCF101 (3 official test splits each, mean and std) and on the Kinetics-600 classes not
 in Kinetics-400 (3 draws of 160 of the 220).
 
-  --config=configs/zero_shot.py:root=/data/victr,k600=peer,variant=victr
+  --config=configs/zero_shot.py:root=/data/victr,k600=peer,variant=victr,evals=ucf101
+
+k600: peer (the peers' three draws) | ours (splits.kinetics600_zero_shot_splits) | none;
+k600_list: a published list per draw, '{}' for its number (ViFi-CLIP's
+datasets_splits/k600_splits/ZS_split{}_K600_eval.txt), read from all K600 records.
+evals: '+'-separated sets or groups to evaluate (hmdb51, ucf101, k600; default all).
+model: a size (B/16, L/14, ...); left out, the CLIP of --config.clip_checkpoint (B/16
+without one).
 
 Data (victr-prepare outputs under root): kinetics400/train.tfrecord-*,
 hmdb51/split{1,2,3}/test.tfrecord-*, ucf101/split{1,2,3}/test.tfrecord-*,
@@ -15,9 +22,9 @@ from victr_jax import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="B/16", frames=32,
-                           k600="peer", variant="victr")
-  c = config_lib.peer_recipe(config_lib.base(a.model))
+  a = config_lib.parse_arg(arg, root=config_lib.DATA_ROOT, model="", frames=32,
+                           k600="peer", k600_list="", variant="victr")
+  c = config_lib.peer_recipe(config_lib.base(a.model or "B/16"))
   c.model.num_frames = a.frames
   # The head a few videos and queries at a time: same numbers, memory bounded at 32 frames
   # (--mode=compile: zero-shot B/16, batch 256, fits v5e:4x4; docs/method.md, "Memory").
@@ -31,11 +38,15 @@ def get_config(arg=None):
     for s in (1, 2, 3):
       c.evals[f"{ds}_split{s}"] = config_lib.records_set(
           f"{a.root}/{ds}/split{s}/test.tfrecord-*", ds, group=ds)
-  draws = (splits.kinetics600_peer_zero_shot_splits() if a.k600 == "peer"
-           else splits.kinetics600_zero_shot_splits())
+  if a.k600 not in ("peer", "ours", "none"):
+    raise ValueError(f"config argument k600={a.k600!r}: expected peer | ours | none")
+  draws = {"peer": splits.kinetics600_peer_zero_shot_splits,
+           "ours": splits.kinetics600_zero_shot_splits, "none": list}[a.k600]()
   for i, classes in enumerate(draws):
+    # A published list names videos from every official split: read all K600 records.
     c.evals[f"k600_split{i + 1}"] = config_lib.records_set(
-        f"{a.root}/kinetics600/val.tfrecord-*", "kinetics600", classes=classes, group="k600")
+        f"{a.root}/kinetics600/{'*' if a.k600_list else 'val'}.tfrecord-*", "kinetics600",
+        classes=classes, group="k600", list_file=a.k600_list.format(i + 1))
   c.optim.lr = 8e-6
   c.num_epochs = 10
-  return config_lib.apply_variant(c, a.variant)
+  return config_lib.finish(c, a)

@@ -2,7 +2,8 @@
 
 Video lists use the peers' (X-CLIP, ViFi-CLIP) text format: one video per line,
 `relative/path/video.mp4 LABEL`, several labels comma-separated for multi-label data
-(`path 3,17`); blank lines and `#` comment lines are skipped. An item is a
+(`path 3,17`); blank lines are skipped, and every other line is a video (`#` starts no
+comment: HMDB51 has videos whose names begin with it). An item is a
 `(path, labels)` pair (a `ListEntry`) with `labels` a list of class indices.
 
 Class names: `read_classnames` reads the shipped lists (CLASSNAMES_DIR) or a file (line i
@@ -95,7 +96,8 @@ _PEER_K600_SPLIT_MASKS = (
 
 
 def _content_lines(path: str) -> Iterable[tuple[int, str]]:
-  """Yields (1-based line number, stripped text), skipping blank and `#` comment lines."""
+  """Yields (1-based line number, stripped text), skipping blank and `#` comment lines
+  (templates and vocabularies; never video lists, where `#` can begin a file name)."""
   with open(path, encoding="utf-8") as f:
     for number, line in enumerate(f, start=1):
       line = line.strip()
@@ -111,29 +113,51 @@ def _as_labels(labels: int | Iterable[int]) -> list[int]:
   return [int(l) for l in labels]
 
 
-def read_list(path: str) -> list[ListEntry]:
-  """Reads a `path LABEL[,LABEL...]` video list into (path, labels) items.
+def read_video_list(path: str, labels: bool = False) -> list[tuple[int, str, list[int] | None]]:
+  """A video list as (line number, video, labels or None), one video a line.
 
-  The label field is the last whitespace-separated field, so paths may contain spaces.
-  Raises ValueError naming the file and line for a malformed line.
+  Every non-blank line is a video: `#` starts no comment (HMDB51 has videos named
+  `#20_Rhythm_clap_u_nm_np1_fr_goo_2.avi`). Accepted lines:
+    `video LABEL[,LABEL...]`  ours (`write_list`), X-CLIP's and ViFi-CLIP's few-shot and
+                              base-to-novel lists (`brush_hair/x_0.avi 0`,
+                              `train/c1O_FxuKCI0_000110_000120.mp4 0`, `82469.webm 0`) and
+                              UCF101's trainlist0N.txt (1-based labels)
+    `video`                   no label (UCF101's testlist0N.txt); an error with labels=True
+  The label is the last field when it is comma-separated integers, so a video's name may
+  contain spaces. HMDB51's `<class>_test_splitN.txt` (`video.avi 0|1|2`: split tags, not
+  labels) are victr-prepare's input, not such a list. Raises ValueError naming the file
+  and line for a malformed line, and for a list with no video.
   """
-  items = []
-  for number, line in _content_lines(path):
-    fields = line.rsplit(None, 1)
-    try:
-      if len(fields) != 2:
-        raise ValueError("expected 'path LABEL'")
-      items.append((fields[0], _as_labels(int(l) for l in fields[1].split(","))))
-    except ValueError as e:
-      raise ValueError(f"{path}:{number}: malformed line {line!r} ({e})") from None
-  return items
+  out = []
+  with open(path, encoding="utf-8") as f:
+    for number, line in enumerate(f, start=1):
+      line = line.strip()
+      if not line:
+        continue
+      fields = line.rsplit(None, 1)
+      if len(fields) == 2 and re.fullmatch(r"\d+(,\d+)*", fields[1]):
+        out.append((number, fields[0], [int(l) for l in fields[1].split(",")]))
+      elif labels:
+        raise ValueError(f"{path}:{number}: malformed line {line!r} (expected 'video LABEL' "
+                         "with LABEL one or more comma-separated non-negative integers)")
+      else:
+        out.append((number, line, None))
+  if not out:
+    raise ValueError(f"{path}: no videos listed")
+  return out
+
+
+def read_list(path: str) -> list[ListEntry]:
+  """A `video LABEL[,LABEL...]` list as (video, labels) items (`read_video_list` with
+  labels required)."""
+  return [(video, labels) for _, video, labels in read_video_list(path, labels=True)]
 
 
 def write_list(path: str, items: Iterable[tuple[str, int | Iterable[int]]]) -> None:
-  """Writes (path, labels) items in `read_list`'s format, atomically."""
+  """Writes (video, labels) items in `read_list`'s format, atomically."""
   lines = []
   for video, labels in items:
-    if not video or video != video.strip() or video.startswith("#") or "\n" in video:
+    if not video or video != video.strip() or "\n" in video:
       raise ValueError(f"video path {video!r} cannot be written to a list file")
     lines.append(f"{video} {','.join(map(str, _as_labels(labels)))}")
   fileio.atomic_write(path, "".join(line + "\n" for line in lines))

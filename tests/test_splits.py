@@ -33,22 +33,42 @@ def test_list_round_trip(tmp_path):
   assert not [f for f in os.listdir(tmp_path / "sub") if f != "train.txt"]  # No temp left.
 
 
-def test_list_skips_blanks_and_comments(tmp_path):
+def test_list_skips_blanks_and_hash_names_a_video(tmp_path):
+  # HMDB51 has real videos whose names begin with '#': a list line is a video, never a
+  # comment (ViFi-CLIP's HMDB51 16-shot list holds two of them).
   path = tmp_path / "l.txt"
-  path.write_text("# header\n\nv1.mp4 2\n   \n  # note\nv2.mp4\t4,5\n")
-  assert S.read_list(str(path)) == [("v1.mp4", [2]), ("v2.mp4", [4, 5])]
+  path.write_text("#20_Rhythm_clap_u_nm_np1_fr_goo_2.avi 2\n\nv1.mp4 2\n   \n"
+                  "clap/#20_Rhythm_clap_u_nm_np1_fr_goo_1.avi 2\nv2.mp4\t4,5\n")
+  assert S.read_list(str(path)) == [
+      ("#20_Rhythm_clap_u_nm_np1_fr_goo_2.avi", [2]), ("v1.mp4", [2]),
+      ("clap/#20_Rhythm_clap_u_nm_np1_fr_goo_1.avi", [2]), ("v2.mp4", [4, 5])]
+  assert [v for _, v, _ in S.read_video_list(str(path))][0].startswith("#20_")
+  S.write_list(str(tmp_path / "w.txt"), [("#x.avi", [1])])  # and written back
+  assert S.read_list(str(tmp_path / "w.txt")) == [("#x.avi", [1])]
+
+
+def test_video_list_without_labels(tmp_path):
+  path = tmp_path / "testlist01.txt"  # UCF101's testlist: videos alone
+  path.write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n#odd name.avi\n")
+  assert S.read_video_list(str(path)) == [
+      (1, "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", None), (2, "#odd name.avi", None)]
+  with pytest.raises(ValueError, match=r"testlist01\.txt:1:"):
+    S.read_list(str(path))
+  (tmp_path / "empty.txt").write_text("\n\n")
+  with pytest.raises(ValueError, match="no videos listed"):
+    S.read_video_list(str(tmp_path / "empty.txt"))
 
 
 @pytest.mark.parametrize("bad", ["v3.mp4", "v3.mp4 x", "v3.mp4 1,", "v3.mp4 -1", "v3.mp4 1.5"])
 def test_list_malformed_line_names_file_and_line(tmp_path, bad):
   path = tmp_path / "l.txt"
-  path.write_text(f"# c\nv1.mp4 0\n\n{bad}\n")
+  path.write_text(f"v0.mp4 1\nv1.mp4 0\n\n{bad}\n")
   with pytest.raises(ValueError, match=r"l\.txt:4:"):
     S.read_list(str(path))
 
 
 def test_write_list_rejects_unwritable(tmp_path):
-  for item in [("", [1]), ("#x.mp4", [1]), (" x.mp4", [1]), ("x.mp4", [])]:
+  for item in [("", [1]), (" x.mp4", [1]), ("x.mp4", [])]:
     with pytest.raises(ValueError):
       S.write_list(str(tmp_path / "l.txt"), [item])
   assert not os.listdir(tmp_path)

@@ -2,7 +2,9 @@
 
 A config is an ml_collections.ConfigDict with fields:
   model          models.get_config(size) (+ name, head switches)
-  clip_checkpoint, clip_act   CLIP weights to start from ('' = random init)
+  clip_checkpoint, clip_act   CLIP weights to start from ('' = random init); the CLIP's
+                              shape is read from it unless the config names a model
+  init_from      a work directory whose trained parameters (towers and head) start this run
   prompt_template             class prompt, '{}' is the class name
   aux_vocab      '' (shipped vocabulary), 'synthetic', 'none', or a directory of <category>.txt
   data           pipeline settings and `train` (a data set, see victr_jax/data.py)
@@ -27,7 +29,9 @@ GATE_LR = 1e-2
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """'dataset=hmdb51,shots=2' -> ConfigDict with typed defaults (big_vision style)."""
+  """'dataset=hmdb51,shots=2' -> ConfigDict with typed defaults (big_vision style). Every
+  config also takes evals= (see `select_evals`)."""
+  defaults.setdefault("evals", "")
   out = ml_collections.ConfigDict(defaults)
   for kv in (arg or "").split(","):
     if not kv.strip():
@@ -86,6 +90,37 @@ VARIANTS = {
 }
 
 
+def select_evals(c, spec: str):
+  """Keeps the eval sets that `spec` names, in place: '' keeps all, 'none' none, else
+  '+'-separated words, each an eval set's name or its group ('ucf101' keeps ucf101_split1-3
+  of zero_shot.py, 'hmdb51+k600' two groups). Raises ValueError naming an unknown word."""
+  if not spec:
+    return c
+  words = [] if spec == "none" else [w.strip() for w in spec.split("+") if w.strip()]
+  known = {name: e.get("group") or name for name, e in c.evals.items()}
+  unknown = [w for w in words if w not in known and w not in known.values()]
+  if unknown:
+    raise ValueError(f"config argument evals={spec!r}: {unknown} is neither an eval set nor a "
+                     f"group; known sets {sorted(known)}, groups {sorted(set(known.values()))}")
+  for name, group in known.items():
+    if name not in words and group not in words:
+      del c.evals[name]
+  return c
+
+
+def trains(config, mode: str = "train_and_eval") -> bool:
+  """Whether a run of `config` in `mode` trains (and so opens its train set): not in eval
+  mode, and not for a config that trains nothing (num_train_steps < 0: clip_zero_shot)."""
+  return mode != "eval" and config.num_train_steps >= 0
+
+
+def finish(c, a):
+  """The end of every transfer config's get_config: the variant, then evals= (and the
+  model's CLIP read from clip_checkpoint when the config argument model= was not given)."""
+  c.model.clip_from_checkpoint = not a.model
+  return select_evals(apply_variant(c, a.variant), a.evals)
+
+
 def apply_variant(c, variant: str):
   """Sets the fields of a named variant (see VARIANTS) on config c."""
   if variant not in VARIANTS:
@@ -107,6 +142,7 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
   c.model = models.get_config(model_size)
   c.clip_checkpoint = ""
   c.clip_act = ""
+  c.init_from = ""
   c.prompt_template = "a video of a person {}."
   c.aux_vocab = ""
   c.seed = 0
@@ -153,6 +189,28 @@ def peer_recipe(c) -> ml_collections.ConfigDict:
   o.label_smoothing, o.mixup_alpha, o.cutmix_alpha, o.mixup_switch_prob = 0.1, 0.8, 1.0, 0.5
   c.prompt_template = "a photo of a {}."
   c.model.dtype = "bfloat16"  # params stay float32
+  return c
+
+
+def adopt_clip(config, ccfg, path: str):
+  """`config` with the CLIP of checkpoint `path` (its CLIPConfig `ccfg`) when the config
+  did not name a model (`model.clip_from_checkpoint`): model.clip / clip_act / the head's
+  default heads (models.adopt_clip), and the image size and test resize derived from the
+  old CLIP's follow the new one. A config that names a model is returned unchanged (the
+  trainer's check then names both when they differ)."""
+  model = models.adopt_clip(config.model, ccfg, path)
+  if model is config.model:
+    return config
+  old = models.clip_config_of(config.model)
+  c = config.copy_and_resolve_references()
+  c.model = model
+  d = c.data
+  if d.image_size == old.image_size:
+    d.image_size = ccfg.image_size
+  if d.test_resize and d.test_resize == round(old.image_size * 256 / 224):
+    d.test_resize = round(ccfg.image_size * 256 / 224)
+  print(f"model.clip={model.clip!r} (clip_act {model.clip_act or 'as the preset'}), read from "
+        f"{path}", flush=True)
   return c
 
 
@@ -276,7 +334,11 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
     return
   if config.clip_checkpoint and not os.path.exists(config.clip_checkpoint):
     raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} does not exist")
-  if mode != "eval":
+  if config.get("init_from") and not os.path.exists(os.path.join(config.init_from,
+                                                                 "config.json")):
+    raise ValueError(f"config field init_from: {config.init_from} is not a work directory "
+                     "(no config.json)")
+  if trains(config, mode):
     _check_dataset("data.train", d.train)
   if mode != "train":
     for name, e in config.evals.items():

@@ -9,11 +9,10 @@ A data set in the config (`config.data.train`, each of `config.evals`) names:
               labels are renumbered into this subset
   shots       optional K videos per class (few-shot, base-to-novel), drawn with shot_seed
   list_file   optional list of the videos to keep (a published few-shot or base-to-novel
-              list, instead of our own `shots` draw; see `read_video_list`)
+              list, instead of our own `shots` draw; see `splits.read_video_list`)
 """
 import collections
 import os
-import re
 
 import numpy as np
 
@@ -57,36 +56,6 @@ def video_key(name: str) -> str:
   return stem if ext.lower() in VIDEO_EXTS else name
 
 
-def read_video_list(path: str) -> list[tuple[int, str, list[int] | None]]:
-  """A list file's videos as (line number, video, labels or None).
-
-  Accepted formats, one video a line (blank and `#` lines skipped):
-    `video LABEL[,LABEL...]`  splits.read_list's format, which is also X-CLIP's and
-                              ViFi-CLIP's (few-shot and base-to-novel lists, e.g.
-                              `brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0.avi 0`,
-                              `train/c1O_FxuKCI0_000110_000120.mp4 0`, `82469.webm 0`) and
-                              UCF101's trainlist0N.txt (1-based labels)
-    `video`                   no label (UCF101's testlist0N.txt)
-  The label is the last field when it is comma-separated integers, so videos may contain
-  spaces. HMDB51's `<class>_test_splitN.txt` (`video.avi 0|1|2`: split tags, not labels)
-  are for victr-prepare, not for this.
-  """
-  out = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      line = line.strip()
-      if not line or line.startswith("#"):
-        continue
-      fields = line.rsplit(None, 1)
-      if len(fields) == 2 and re.fullmatch(r"\d+(,\d+)*", fields[1]):
-        out.append((number, fields[0], [int(l) for l in fields[1].split(",")]))
-      else:
-        out.append((number, line, None))
-  if not out:
-    raise ValueError(f"{path}: no videos listed")
-  return out
-
-
 def listed_records(list_file: str, ids, labels, classes=None) -> list[int]:
   """Indices of the records (video ids, label lists) that `list_file` names, in record order.
 
@@ -105,7 +74,7 @@ def listed_records(list_file: str, ids, labels, classes=None) -> list[int]:
     by_name[key.rsplit("/", 1)[-1]].append(i)
   keep, missing = set(), []
   to_rec, to_list = {}, {}  # list labels -> (record labels, line, video), and back
-  for number, video, want in read_video_list(list_file):
+  for number, video, want in splits.read_video_list(list_file):
     key = video_key(video)
     found = by_key.get(key)
     if not found:  # by file name alone: must name one record

@@ -19,6 +19,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
@@ -105,16 +106,53 @@ class _TrainLog:
 
 
 def _load_clip(config):
-  """The converted CLIP parameters of config.clip_checkpoint (None when unset); a
-  checkpoint that does not fit the model fails here, naming the field."""
+  """(config, CLIP parameters of config.clip_checkpoint or None). When the config names no
+  model, its CLIP is the checkpoint's (or init_from's); a checkpoint that does not fit the
+  model fails here, naming both."""
   if not config.clip_checkpoint:
-    return None
+    if config.get("init_from") and config.model.get("clip_from_checkpoint"):
+      source = os.path.join(config.init_from, "config.json")
+      if os.path.exists(source):
+        with open(source) as f:
+          their = ml_collections.ConfigDict(json.load(f)["model"])
+        config = config_lib.adopt_clip(config, models.clip_config_of(their), config.init_from)
+    return config, None
+  if not os.path.exists(config.clip_checkpoint):
+    raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} does not exist")
   try:
     ccfg, cparams = clip.load_params(config.clip_checkpoint, act=config.clip_act or None)
   except clip.CheckpointError as e:
     raise ValueError(f"config field clip_checkpoint / clip_act: {e}") from e
+  config = config_lib.adopt_clip(config, ccfg, config.clip_checkpoint)
   models.check_clip_checkpoint(config.model, ccfg, config.clip_checkpoint, config.clip_act)
-  return cparams
+  return config, cparams
+
+
+def _params_from(workdir: str, params, shardings):
+  """`params` with every parameter that work directory `workdir`'s newest intact
+  checkpoint holds (towers and head), placed as `shardings`; parameters it lacks keep
+  their initialisation (named on the console). A parameter whose shape differs is an
+  error naming it."""
+  step, state, _ = checkpointing.restore_latest(workdir)
+  theirs = {jax.tree_util.keystr(k): v
+            for k, v in jax.tree_util.tree_leaves_with_path(state["params"])}
+  missing = []
+
+  def take(path, mine, sh):
+    name = jax.tree_util.keystr(path)
+    if name not in theirs:
+      missing.append(name)
+      return mine
+    if tuple(theirs[name].shape) != tuple(mine.shape):
+      raise ValueError(f"config field init_from: parameter {name} is {tuple(theirs[name].shape)}"
+                       f" in {workdir} (step {step}) but {tuple(mine.shape)} in this model")
+    return jax.device_put(np.asarray(theirs[name], mine.dtype), sh)
+
+  out = jax.tree_util.tree_map_with_path(take, params, shardings)
+  print(f"parameters from {workdir} (step {step})" + (
+      f"; {len(missing)} it lacks keep their initialisation: {', '.join(missing[:4])}"
+      + (" ..." if len(missing) > 4 else "") if missing else ""), flush=True)
+  return out
 
 
 def _iterator_states(train_iter, host: int) -> dict:
@@ -149,8 +187,8 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   Raises NonFiniteError when the loss or gradient stops being finite."""
   # ---------------------------------------------------------------- setup and checks
   devices = jax.devices() if devices is None else devices
+  config, clip_params = _load_clip(config)  # the model's CLIP from the checkpoint
   check_config(config, mode, len(devices))  # names the field at fault; nothing compiled yet
-  clip_params = _load_clip(config)
   os.makedirs(workdir, exist_ok=True)
   host = jax.process_index()
   config_path = os.path.join(workdir, "config.json")
@@ -163,7 +201,8 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   dcfg = config.data
   writer = metric_writers.create_default_writer(workdir, just_logging=host > 0)
   text = train_state.prompts(config)  # the text tower runs once per step on these
-  train_source = data.open_source(dcfg.train, dcfg) if mode != "eval" else None
+  train_source = (data.open_source(dcfg.train, dcfg) if config_lib.trains(config, mode)
+                  else None)
   num_steps = total_steps(config, len(train_source)) if train_source is not None else 0
 
   # ---------------------------------------------------------------- state, resumed
@@ -183,6 +222,9 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
     if train_iter is not None:
       train_iter.set_state(restored["iterators"][str(host)])
     logging.info("resumed from step %d", start)
+  elif config.get("init_from"):  # a fresh run from another run's trained parameters
+    state = dict(state, params=_params_from(config.init_from, state["params"],
+                                            st.param_shardings))
 
   # ---------------------------------------------------------------- steps
   repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)

@@ -38,6 +38,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.name = "victr"                 # 'victr' | 'clip_zero_shot' | 'mean_pool'
   c.clip = clip_name               # CLIP preset (architecture; weights come from a checkpoint)
   c.clip_act = ""                  # '' keeps the preset's activation; or 'gelu' / 'quick_gelu'
+  c.clip_from_checkpoint = False   # take clip / clip_act (and the head's default heads) from
+                                   # the run's CLIP checkpoint (adopt_clip); False: they must
+                                   # match it
   c.num_frames = 8                 # T the temporal embedding is sized for (others interpolate)
   c.dtype = "float32"              # compute dtype; params stay float32
   c.remat = False                  # rematerialise tower blocks and head layers (saves memory)
@@ -82,6 +85,31 @@ def clip_config_of(cfg) -> clip_config.CLIPConfig:
   return clip_config.get_config(cfg.clip, **over)
 
 
+def preset_of(ccfg: clip_config.CLIPConfig) -> str:
+  """The name of the preset whose architecture is `ccfg` (any activation); ValueError
+  when none is."""
+  for name, preset in clip_config.PRESETS.items():
+    if preset.replace(act=ccfg.act) == ccfg:
+      return name
+  raise ValueError(f"a CLIP of {ccfg} is none of the presets {sorted(clip_config.PRESETS)}")
+
+
+def adopt_clip(cfg, ccfg: clip_config.CLIPConfig, path: str):
+  """Model config `cfg` with its CLIP taken from checkpoint `path`'s `ccfg` when
+  `cfg.clip_from_checkpoint` (the head's heads follow when they were the old size's
+  default); otherwise `cfg` unchanged and `check_clip_checkpoint` decides. Returns a copy."""
+  if not cfg.get("clip_from_checkpoint") or ccfg == clip_config_of(cfg):
+    return cfg
+  heads = {preset: h for preset, h in _SIZES.values()}  # each preset's default head heads
+  name = preset_of(ccfg)
+  out = cfg.copy_and_resolve_references()
+  out.clip = name
+  out.clip_act = "" if clip_config.PRESETS[name].act == ccfg.act else ccfg.act
+  if name in heads and out.head.num_heads == heads.get(cfg.clip):
+    out.head.num_heads = heads[name]
+  return out
+
+
 def check_clip_checkpoint(cfg, ckpt_cfg: clip_config.CLIPConfig, path: str,
                           read_act: str = "") -> None:
   """Raises ValueError unless the CLIPConfig of checkpoint `path` (activation included) is
@@ -95,8 +123,13 @@ def check_clip_checkpoint(cfg, ckpt_cfg: clip_config.CLIPConfig, path: str,
         f"{read}, but the model (model.clip={cfg.clip!r}, model.clip_act="
         f"{cfg.get('clip_act', '')!r}) runs {c.act!r}: set model.clip_act={ckpt_cfg.act!r}{fix}")
   if ckpt_cfg != c:
-    raise ValueError(f"config field clip_checkpoint: {path} is {ckpt_cfg}, but "
-                     f"model.clip={cfg.clip!r} is {c}")
+    try:
+      theirs = f"a {preset_of(ckpt_cfg)} CLIP"
+    except ValueError:
+      theirs = f"a CLIP of {ckpt_cfg}"
+    raise ValueError(f"config field model.clip: clip_checkpoint {path} is {theirs}, but the "
+                     f"config names model.clip={cfg.clip!r} ({c}); leave the config's model= "
+                     f"argument out to take the checkpoint's, or name {theirs.split()[1]!r}")
 
 
 def validate(cfg) -> None:
