@@ -45,7 +45,7 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 from data_pipelines import pipeline, synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
-from victr_jax import config_lib, data, demo, models, optim, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax import config_lib, data, demo, metrics, models, optim, train  # noqa: E402  pylint: disable=g-import-not-at-top
 from victr_jax.models import head as H  # noqa: E402  pylint: disable=g-import-not-at-top
 
 K400_TRAIN = 240_000  # Kinetics-400 train videos as the peers hold them: "~240k" (X-CLIP,
@@ -217,12 +217,12 @@ SCALARS = ("top1", "direction_growing_shrinking", "head_share", "aux_changed", "
 
 
 def summarize(runs: list[dict]) -> dict:
-  """Mean and std over seeds of each figure (gamma elementwise)."""
+  """Mean and sample std (metrics.mean_std) over seeds of each figure (gamma elementwise)."""
   out = {"seeds": len(runs), "mean": {}, "std": {}}
   for k in SCALARS + ("gamma",):
     v = np.asarray([r[k] for r in runs], np.float64)
-    out["mean"][k] = v.mean(0).tolist() if v.size else float("nan")
-    out["std"][k] = v.std(0).tolist() if v.size else float("nan")
+    mean, std = metrics.mean_std(v) if v.size else (float("nan"), float("nan"))
+    out["mean"][k], out["std"][k] = np.asarray(mean).tolist(), np.asarray(std).tolist()
   return out
 
 

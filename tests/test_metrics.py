@@ -295,7 +295,10 @@ def test_multi_label_reduces_to_single_label(rng):
 
 def test_mean_std_and_harmonic_mean():
   mean, std = M.mean_std([70.0, 72.0, 74.0])
-  assert mean == 72.0 and std == pytest.approx(np.sqrt(8 / 3))  # population std, ddof=0
+  assert mean == 72.0 and std == pytest.approx(2.0)  # sample std, ddof=1: sqrt(8 / 2)
+  m, s = M.mean_std([[1.0, 10.0], [3.0, 10.0]])  # rows: elementwise over the first axis
+  np.testing.assert_allclose(m, [2.0, 10.0])
+  np.testing.assert_allclose(s, [np.sqrt(2), 0.0])
   assert M.mean_std(np.array([5.0])) == (5.0, 0.0)
   assert M.harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
   assert M.harmonic_mean(0.0, 0.0) == 0.0 and M.harmonic_mean(50, 50) == 50.0

@@ -183,13 +183,12 @@ def row_result(setting, ev) -> dict:
 def over_seeds(per_seed: list[dict]) -> dict:
   """{'seeds': n, 'mean': ..., 'std': ..., 'per_seed': ...}: the mean and the sample
   standard deviation (0 for one seed) of every metric of `per_seed` (nested dicts too)."""
-  def agg(vals, fn):
+  def agg(vals, i):
     if isinstance(vals[0], dict):
-      return {k: agg([v[k] for v in vals], fn) for k in vals[0]}
-    return fn(np.asarray(vals, np.float64))
-  std = lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0
-  return {"seeds": len(per_seed), "mean": agg(per_seed, lambda x: float(x.mean())),
-          "std": agg(per_seed, std), "per_seed": per_seed}
+      return {k: agg([v[k] for v in vals], i) for k in vals[0]}
+    return metrics.mean_std(vals)[i]
+  return {"seeds": len(per_seed), "mean": agg(per_seed, 0), "std": agg(per_seed, 1),
+          "per_seed": per_seed}
 
 
 # ------------------------------------------------------------------ 4. results

@@ -260,12 +260,17 @@ class ClassificationAccumulator:
 # Protocol summaries ----------------------------------------------------------------------
 
 
-def mean_std(values: Iterable[float]) -> Tuple[float, float]:
-  """Mean and *population* std (ddof=0) of per-split results, e.g. 3 splits -> (m, s)."""
+def mean_std(values: Iterable[float]):
+  """Mean and *sample* std (ddof=1; 0 for one value) over the first axis: the project's
+  one convention for every ± (splits, seeds), always reported with n = len(values).
+  Scalars in, floats out (3 splits -> (m, s)); rows in, arrays out (elementwise)."""
   v = np.asarray(list(values), np.float64)
   if v.size == 0:
     raise ValueError("mean_std of no values")
-  return float(v.mean()), float(v.std(ddof=0))
+  std = v.std(0, ddof=1) if len(v) > 1 else np.zeros_like(v[0])
+  if v.ndim == 1:
+    return float(v.mean()), float(std)
+  return v.mean(0), std
 
 
 def harmonic_mean(a: float, b: float) -> float:
@@ -336,8 +341,8 @@ def plot_confusion(matrix, class_names: Optional[Sequence[str]], path: str,
 
 
 def summarize_groups(results: dict, multi_label: bool = False) -> dict:
-  """Per protocol group (eval sets sharing `group`): mean and std of the headline metric
-  (top1, or mAP for multi-label) over its sets; with groups 'base' and 'novel', also
+  """Per protocol group (eval sets sharing `group`): mean, sample std and n of the headline
+  metric (top1, or mAP for multi-label) over its sets; with groups 'base' and 'novel', also
   their harmonic mean (base-to-novel)."""
   key = "mAP" if multi_label else "top1"
   groups: dict[str, list] = {}
@@ -346,7 +351,8 @@ def summarize_groups(results: dict, multi_label: bool = False) -> dict:
   out = {}
   for g, items in groups.items():
     mean, std = mean_std([v for _, v in items])
-    out[g] = {"metric": key, "mean": mean, "std": std, "sets": [n for n, _ in items]}
+    out[g] = {"metric": key, "mean": mean, "std": std, "n": len(items),
+              "sets": [n for n, _ in items]}
   if "base" in out and "novel" in out:
     out["harmonic_mean"] = harmonic_mean(out["base"]["mean"], out["novel"]["mean"])
   return out
