@@ -67,6 +67,7 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["victr_jax", "victr_jax.*", "data_pipelines", "data_pipelines.*", "configs"]),
     package_data={"victr_jax.clip": ["*.txt.gz", "LICENSE-*.txt"],
+                  "victr_jax.reproduce": ["published.json"],
                   "data_pipelines": ["classnames/*.txt", "prompts/*.txt", "prompts/*/*.txt"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
@@ -76,6 +77,7 @@ setuptools.setup(
             "victr-convert-clip=victr_jax.clip.convert:main",
             "victr-prepare=data_pipelines.prepare:main",
             "victr-classify=victr_jax.classify:main",
+            "victr-reproduce=victr_jax.reproduce.cli:main",
         ],
     },
 )

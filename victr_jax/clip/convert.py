@@ -19,11 +19,18 @@ def main(argv=None):
   p.add_argument("--act", choices=["gelu", "quick_gelu"], default=None,
                  help="activation, required for open_clip state dicts (they do not record "
                  "it): gelu unless the model name ends in -quickgelu")
+  p.add_argument("--vision_heads", type=int, default=None, help="attention heads of the "
+                 "image tower, for state dicts that do not record them (default: width / 64, "
+                 "as every OpenAI model)")
+  p.add_argument("--text_heads", type=int, default=None, help="the same for the text tower")
   p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
   args = p.parse_args(argv)
   t0 = time.time()
   try:
+    heads = {k: v for k, v in (("vision_heads", args.vision_heads),
+                               ("text_heads", args.text_heads)) if v}
     cfg, params = checkpoint.load_params(args.src, act=args.act)
+    cfg = cfg.replace(**heads)  # heads do not change a parameter's shape
     checkpoint.save_converted(cfg, params, args.dst, source=args.src, overwrite=args.overwrite)
   except (checkpoint.CheckpointError, FileExistsError) as e:
     print(f"victr-convert-clip: error: {e}", file=sys.stderr)

@@ -15,7 +15,7 @@ import ml_collections
 from victr_jax.clip.config import CLIPConfig
 from victr_jax.models import head
 from victr_jax.models.baselines import MeanPoolCLIP
-from victr_jax.models.config import (check_clip_checkpoint, clip_config_of, get_config,
+from victr_jax.models.config import (adopt_clip, check_clip_checkpoint, clip_config_of, get_config,
                                      validate)
 from victr_jax.models.victr import VicTR
 

@@ -101,7 +101,10 @@ def adopt_clip(cfg, ccfg: clip_config.CLIPConfig, path: str):
   if not cfg.get("clip_from_checkpoint") or ccfg == clip_config_of(cfg):
     return cfg
   heads = {preset: h for preset, h in _SIZES.values()}  # each preset's default head heads
-  name = preset_of(ccfg)
+  try:
+    name = preset_of(ccfg)
+  except ValueError as e:
+    raise ValueError(f"config field model.clip: clip_checkpoint {path}: {e}") from e
   out = cfg.copy_and_resolve_references()
   out.clip = name
   out.clip_act = "" if clip_config.PRESETS[name].act == ccfg.act else ccfg.act
