@@ -3,8 +3,11 @@
 Order matters: the triton guard and XLA_FLAGS must be set before torch, tensorflow or
 jax is imported anywhere (see docs/method.md#12-environment-notes).
 """
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 # torch 2.14 brings triton, whose LLVM copy clashes with TensorFlow's on CPU-only machines.
 sys.modules.setdefault("triton", None)
@@ -15,6 +18,13 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the session, shared with the subprocesses the
+# tests start (through the environment): a program that one test or run compiled, the next
+# one that needs it loads.
+_XLA_CACHE = tempfile.mkdtemp(prefix="victr-test-xla-cache-")
+atexit.register(shutil.rmtree, _XLA_CACHE, True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import random  # noqa: E402
 
