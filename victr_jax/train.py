@@ -134,12 +134,12 @@ def _params_from(workdir: str, params, shardings):
   their initialisation (named on the console). A parameter whose shape differs is an
   error naming it."""
   step, state, _ = checkpointing.restore_latest(workdir)
-  theirs = {jax.tree_util.keystr(k): v
-            for k, v in jax.tree_util.tree_leaves_with_path(state["params"])}
+  name_of = lambda path: jax.tree_util.keystr(path, simple=True, separator="/")
+  theirs = {name_of(k): v for k, v in jax.tree_util.tree_leaves_with_path(state["params"])}
   missing = []
 
   def take(path, mine, sh):
-    name = jax.tree_util.keystr(path)
+    name = name_of(path)
     if name not in theirs:
       missing.append(name)
       return mine
