@@ -2,8 +2,9 @@
 
   --config=configs/few_shot.py:dataset=hmdb51,shots=2,seed=0,root=/data/victr
 
-dataset: hmdb51 | ucf101 | k400 | ssv2; shots: 2 | 4 | 8 | 16. Start from a CLIP (or a
-zero-shot VicTR) checkpoint with --config.clip_checkpoint=... Peers' recipe: 32 frames,
+dataset: hmdb51 | ucf101 | k400 | ssv2; shots: 2 | 4 | 8 | 16. Start from a CLIP checkpoint
+with --config.clip_checkpoint=..., or from a trained run (e.g. the zero-shot VicTR trained
+on Kinetics-400) with --config.init_from=WORKDIR. Peers' recipe: 32 frames,
 lr 2e-6, batch 64, 50 epochs; data and augmentation from config_lib.peer_recipe
 (configs/README.md, "Data recipe").
 
