@@ -4,7 +4,7 @@ Thin over etils.epath (which orbax uses too); paths are plain strings in and out
 
   gpath.open(p, "rb"), read_text / read_bytes, atomic_write(p, data), append_text(p, s)
   exists, isdir, isfile, getsize, listdir, glob(pattern), walk, makedirs, remove, rmtree
-  move(src, dst), upload(local_file, p), read_range(p, offset, length)
+  copy(src, dst), move(src, dst), upload(local_file, p), read_range(p, offset, length)
   local_copy(p)       a local copy of a file or folder, for readers that need one
   is_remote(p)        'gs://...' and other URLs
 
@@ -46,7 +46,8 @@ from etils import epath  # noqa: E402  (after EPATH_USE_TF)
 from etils.epath import gpath as _epath_gpath  # noqa: E402
 
 # epath caches its TensorFlow check at first use: forget a check made before the setting.
-getattr(_epath_gpath._is_tf_installed, "cache_clear", lambda: None)()  # pylint: disable=protected-access
+_tf_check = _epath_gpath._is_tf_installed  # pylint: disable=protected-access
+getattr(_tf_check, "cache_clear", lambda: None)()
 
 _WILDCARDS = "*?["
 _CHUNK = 1 << 22
@@ -217,19 +218,23 @@ def move(src, dst) -> None:
     os.replace(src, dst)
     return
   if not isdir(src):
-    _copy_file(src, dst)
+    copy(src, dst)
     remove(src)
     return
   src_root = os.fspath(src).rstrip("/")
   for root, _, files in walk(src):
     for name in files:
       rel = f"{root}/{name}"[len(src_root) + 1:]
-      _copy_file(f"{root}/{name}", f"{os.fspath(dst).rstrip('/')}/{rel}")
+      copy(f"{root}/{name}", f"{os.fspath(dst).rstrip('/')}/{rel}")
   rmtree(src)
 
 
-def _copy_file(src, dst) -> None:
-  if is_remote(src) and is_remote(dst):
+def copy(src, dst) -> None:
+  """Copies a file (local or remote, either way)."""
+  if not is_remote(src) and not is_remote(dst):
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    shutil.copyfile(src, dst)
+  elif is_remote(src) and is_remote(dst):
     _fs(src).copy(os.fspath(src), os.fspath(dst))
   elif not is_remote(dst):
     makedirs(os.path.dirname(os.path.abspath(dst)))
@@ -262,9 +267,9 @@ def local_copy(p) -> Iterator[str]:
       for root, _, files in walk(p):
         for name in files:
           rel = f"{root}/{name}"[len(src_root) + 1:]
-          _copy_file(f"{root}/{name}", os.path.join(local, rel))
+          copy(f"{root}/{name}", os.path.join(local, rel))
     else:
-      _copy_file(p, local)
+      copy(p, local)
     yield local
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
