@@ -17,20 +17,31 @@ gcsfs too; its arrays go through TensorStore's GCS driver (TENSORSTORE_GCS_HTTP_
 points it at an emulator). gcsfs's listings cache is off: shards and checkpoints are
 written by other processes, and a cached listing would not see them.
 
+Pointing it at a Cloud Storage emulator (tests/test_storage.py does, on 127.0.0.1):
+  STORAGE_EMULATOR_HOST=http://HOST:PORT   gcsfs (this layer)
+  FSSPEC_GCS_TOKEN=anon                    gcsfs: no credentials lookup (read when fsspec
+                                           is imported; fsspec.config.set_conf_env rereads)
+  GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false  gcsfs: no gRPC bucket-layout probe
+  TENSORSTORE_GCS_HTTP_URL=http://HOST:PORT, GOOGLE_AUTH_TOKEN_FOR_TESTING=any   TensorStore
+
 Atomic writes: locally a temporary file in the same folder, flushed and renamed over the
 target; on gs:// one object upload, which is atomic by itself (a reader sees the old
 object or the new one). Directories do not exist on gs:// (`makedirs` is a no-op there
-and `isdir` means "some object has this prefix"); a rename is a copy and a delete.
+and `isdir` means "some object has this prefix"); a rename is a copy and a delete, and an
+append rewrites the object (fine for metrics.jsonl, not for big logs).
 
 What cannot go through here, and why:
   * TensorFlow's own GCS client (tf.io.gfile, tf.summary, TFRecordWriter on gs://): no
     emulator setting. TFRecord shards are written to a local temporary file and uploaded;
-    TensorBoard events are written locally and uploaded (victr_jax/metrics.py).
+    TensorBoard events are written locally and uploaded (victr_jax/metrics.py). TFDS
+    sources with a gs:// data_dir are read by TFDS itself, through TensorFlow: they work on
+    a pod but cannot be pointed at an emulator.
   * ArrayRecord's reader and writer are C++ on local files: shards are written locally and
     uploaded, but gs:// ArrayRecord shards cannot be read (records.RecordSource says so;
     use --format tfrecord for gs://).
-  * PyAV decodes local files: victr-prepare's raw videos and victr-classify's video stay
-    local (their outputs and checkpoints may be on gs://).
+  * PyAV decodes local files: victr-prepare's raw videos (--src) stay local, its output
+    may be on gs://; victr-classify copies a gs:// video to a temporary file first.
+  * Reading a torch or safetensors CLIP checkpoint from gs:// goes through a local copy.
 """
 import contextlib
 import glob as _glob
