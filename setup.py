@@ -25,6 +25,10 @@ INSTALL_REQUIRES = [
     "importlib-resources==7.1.0",  # TFDS builders inside a package need it.
     "av==18.1.0",  # PyAV video decoding.
     "pillow==13.0.0",
+    # Storage: data_pipelines/gpath.py, local paths and gs:// (gcsfs through etils.epath).
+    "etils[epath]==1.15.0",
+    "fsspec==2026.9.0",
+    "gcsfs==2026.10.1",
     # Tokenizer.
     "ftfy==6.3.1",
     "regex==2026.11.19",
@@ -38,6 +42,7 @@ EXTRAS_REQUIRE = {
     # Test suite and the PyTorch references it checks the port against.
     "test": [
         "pytest==9.2.0",
+        "gcp-storage-emulator==2026.7.19",  # tests/test_storage.py: Cloud Storage on 127.0.0.1
         "torch==2.14.1",
         "torchvision==0.29.1",
         "open-clip-torch==3.3.0",

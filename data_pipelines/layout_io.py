@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Optional
 
-from data_pipelines import splits
+from data_pipelines import gpath, splits
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -45,14 +45,14 @@ def split_from_filename(path: str) -> str:
 
 
 def _need_file(path: str) -> None:
-  if not os.path.isfile(path):
+  if not gpath.isfile(path):
     raise PrepareError(f"{path}: no such file")
 
 
 def read_lines(path: str) -> list[tuple[int, str]]:
   """(1-based line number, stripped text) of the non-blank lines of a text file."""
   _need_file(path)
-  with open(path, encoding="utf-8-sig") as f:
+  with gpath.open(path, encoding="utf-8-sig") as f:
     return [(i, line.strip()) for i, line in enumerate(f, start=1) if line.strip()]
 
 
@@ -62,7 +62,7 @@ def read_csv(path: str, columns: Sequence[str], hint: str = "") -> Iterator[tupl
   hint: added to the error for a missing column.
   """
   _need_file(path)
-  with open(path, newline="", encoding="utf-8-sig") as f:
+  with gpath.open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
     for col in columns:
       if col not in (reader.fieldnames or []):
@@ -74,7 +74,7 @@ def read_csv(path: str, columns: Sequence[str], hint: str = "") -> Iterator[tupl
 def read_json(path: str):
   """A JSON annotation file's contents (PrepareError when missing or not JSON)."""
   _need_file(path)
-  with open(path, encoding="utf-8") as f:
+  with gpath.open(path, encoding="utf-8") as f:
     try:
       return json.load(f)
     except ValueError as e:

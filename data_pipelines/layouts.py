@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Optional
 
-from data_pipelines import records, splits
+from data_pipelines import gpath, records, splits
 from data_pipelines.layout_io import (SPLIT_ALIASES, ClassIndex, PrepareError, VideoIndex,
                                       read_csv, read_json, read_lines, split_from_filename,
                                       split_of)
@@ -154,7 +154,7 @@ def parse_hmdb51(src: str, annotations: str, split_id: int = 1,
   <class>_test_splitN.txt files (`video.avi 1|2|0`: train, test, unused), N = split_id.
   The dataset's classes are the file names' classes, sorted."""
   suffix = f"_test_split{split_id}.txt"
-  split_files = sorted(f for f in os.listdir(annotations) if f.endswith(suffix))
+  split_files = sorted(f for f in gpath.listdir(annotations) if f.endswith(suffix))
   if not split_files:
     raise PrepareError(f"{annotations}: no *{suffix} files")
   own = sorted(f[:-len(suffix)] for f in split_files)

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from data_pipelines import fileio, layouts, shards
+from data_pipelines import fileio, gpath, layouts, shards
 from data_pipelines.layout_io import SPLITS, PrepareError
 # Kept importable from here while victr_jax/data.py imports it from prepare.
 from data_pipelines.layouts import Dataset, VideoItem
@@ -38,7 +38,8 @@ layouts (each parsed into items per split plus the class list, before any decodi
 class order and names: line i names label i; the dataset's class names are matched to it
 ignoring case, spaces and punctuation (`ApplyEyeMakeup` = `Apply Eye Makeup`).
 
-Output in OUT: `<split>.tfrecord-0000i-of-0000N` shards, classes.txt, manifest.json and
+Output in OUT (a local folder or gs://bucket/path; SRC is local, PyAV decodes local files):
+`<split>.tfrecord-0000i-of-0000N` shards, classes.txt, manifest.json and
 sidecars/<shard>.json (one per finished shard). Item i of a split's sorted item list goes to
 shard i % N, so reruns make the same shards; a rerun skips shards that are in place with a
 matching sidecar (resume after a kill). Undecodable videos are listed, never fatal;
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--layout", required=True, choices=layouts.LAYOUTS)
   p.add_argument("--src", required=True, metavar="DIR", help="folder with the videos")
-  p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+  p.add_argument("--out", required=True, metavar="DIR", help="output folder (or gs://...)")
   p.add_argument("--split", default="all", choices=SPLITS + ("all",))
   p.add_argument("--annotations", metavar="DIR",
                  help="ucf101, hmdb51: folder with the split files")
@@ -164,9 +165,8 @@ def split_summary(ds: Dataset, split: str, items: list[VideoItem], dupes: list[s
 def write_classes(out: str, classes: list[str]) -> None:
   """classes.txt (line i = label i); refuses to change the list of an earlier run."""
   path = os.path.join(out, "classes.txt")
-  if os.path.isfile(path):
-    with open(path, encoding="utf-8") as f:
-      old = f.read().splitlines()
+  if gpath.isfile(path):
+    old = gpath.read_text(path).splitlines()
     if old != classes:
       raise PrepareError(f"{path}: an earlier run wrote another class list; use a fresh --out "
                          "(or the same --classes)")
@@ -193,7 +193,7 @@ def prepare(args: argparse.Namespace) -> dict:
   settings = settings_of(args)
   ds = parse_layout(args)
   wanted = select_splits(ds, args.split)
-  os.makedirs(args.out, exist_ok=True)
+  gpath.makedirs(args.out)
   write_classes(args.out, ds.classes)
   plans, tasks = {}, []
   for split in wanted:

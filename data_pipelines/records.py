@@ -15,15 +15,22 @@ Reading is random access over both formats: ArrayRecord natively, TFRecord throu
 index of record offsets built by one scan of each file (`RecordSource`). Writing is atomic
 per shard (`ShardWriter`): records go to a temporary file renamed into place on close, so a
 killed writer never leaves a shard that reads as complete.
+
+Shards may be local or on gs:// (data_pipelines/gpath.py): a gs:// TFRecord record is one
+ranged read; a gs:// shard is written to a local temporary file (TMPDIR) and uploaded on
+close, one object upload being atomic. ArrayRecord's reader takes local files only, so
+gs:// ArrayRecord shards cannot be read (an error names the file): use TFRecord there.
 """
 import dataclasses
-import glob
 import os
 import struct
+import tempfile
 import threading
 from typing import Optional, Sequence
 
 import numpy as np
+
+from data_pipelines import gpath
 
 FRAMES_KEY = "image/encoded"
 LABEL_INDEX_KEY = "clip/label/index"
@@ -124,8 +131,8 @@ def tfrecord_offsets(path: str) -> np.ndarray:
 
   Each record is: uint64 length, uint32 crc, data, uint32 crc.
   """
-  offsets, size = [], os.path.getsize(path)
-  with open(path, "rb") as f:
+  offsets, size = [], gpath.getsize(path)
+  with gpath.open(path, "rb") as f:
     pos = 0
     while pos < size:
       head = f.read(12)
@@ -144,7 +151,7 @@ def tfrecord_offsets(path: str) -> np.ndarray:
 def expand_pattern(pattern: str | Sequence[str]) -> list[str]:
   """Comma-separated globs or a list of them -> sorted file list (errors if empty)."""
   pats = pattern.split(",") if isinstance(pattern, str) else list(pattern)
-  files = sorted({f for p in pats for f in glob.glob(p.strip())})
+  files = sorted({f for p in pats for f in gpath.glob(p.strip())})
   if not files:
     raise FileNotFoundError(f"no record files match {pattern!r}")
   return files
@@ -163,11 +170,17 @@ class RecordSource:
 
   def __init__(self, pattern):
     self.files = expand_pattern(pattern)
-    self._counts, self._index = [], {}
+    self._counts, self._index, self._ends = [], {}, {}
     for fi, path in enumerate(self.files):
       if file_format(path) == "tfrecord":
         self._index[fi] = tfrecord_offsets(path)
         self._counts.append(len(self._index[fi]))
+        if gpath.is_remote(path):  # where each record ends: one ranged read per record
+          self._ends[fi] = np.append(self._index[fi][1:], gpath.getsize(path))
+      elif gpath.is_remote(path):
+        raise ValueError(f"{path}: ArrayRecord's reader reads local files only; copy the "
+                         "shards to a local disk, or prepare them as TFRecord (victr-prepare "
+                         "--format tfrecord), which is read from gs:// directly")
       else:
         reader = self._array_reader(fi)
         self._counts.append(reader.num_records())
@@ -193,7 +206,8 @@ class RecordSource:
     return f"{self.files[fi]}:{j}"
 
   def __getitem__(self, i) -> bytes:
-    """Thread-safe: TFRecord by positional reads (os.pread), ArrayRecord under a lock."""
+    """Thread-safe: TFRecord by positional reads (os.pread; on gs:// one ranged read),
+    ArrayRecord under a lock."""
     fi, j = self._locate(int(i))
     if file_format(self.files[fi]) == "array_record":
       with self._lock:
@@ -201,6 +215,8 @@ class RecordSource:
         if handle is None:
           handle = self._handles[fi] = self._array_reader(fi)
         return handle.read([j])[0]
+    if fi in self._ends:
+      return self._remote_record(fi, j)
     fd = self._handles.get(fi)
     if fd is None:
       with self._lock:
@@ -211,6 +227,15 @@ class RecordSource:
     if len(data) != length:
       raise ValueError(f"{self.files[fi]}:{j}: truncated record")
     return data
+
+  def _remote_record(self, fi, j) -> bytes:
+    """Record j of remote TFRecord file fi: header, data and crc in one ranged read."""
+    offset = int(self._index[fi][j])
+    blob = gpath.read_range(self.files[fi], offset, int(self._ends[fi][j]) - offset)
+    (length,) = struct.unpack("<Q", blob[:8])
+    if len(blob) < 12 + length:
+      raise ValueError(f"{self.files[fi]}:{j}: truncated record")
+    return blob[12:12 + length]
 
   def __getstate__(self):
     return {k: v for k, v in self.__dict__.items() if k not in ("_handles", "_lock")}
@@ -223,15 +248,21 @@ class RecordSource:
 
 
 class ShardWriter:
-  """Writes one shard atomically: to `path + '.tmp'`, renamed to `path` on close().
+  """Writes one shard atomically: to `path + '.tmp'`, renamed to `path` on close(); a
+  gs:// shard to a local temporary file, uploaded to `path` on close().
 
   fmt: 'tfrecord' or 'array_record'. Use as a context manager; on an exception the
   temporary file is removed and `path` is untouched.
   """
 
   def __init__(self, path: str, fmt: str = "tfrecord"):
-    self.path, self.fmt, self.tmp = path, fmt, path + ".tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    self.path, self.fmt = path, fmt
+    if gpath.is_remote(path):  # TF's and ArrayRecord's writers take local files
+      fd, self.tmp = tempfile.mkstemp(prefix="victr-shard-", suffix="-" + os.path.basename(path))
+      os.close(fd)
+    else:
+      self.tmp = path + ".tmp"
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if fmt == "tfrecord":
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       self._w = tf.io.TFRecordWriter(self.tmp)
@@ -248,7 +279,13 @@ class ShardWriter:
 
   def close(self):
     self._w.close()
-    os.replace(self.tmp, self.path)
+    if not gpath.is_remote(self.path):
+      os.replace(self.tmp, self.path)
+      return
+    try:
+      gpath.upload(self.tmp, self.path)
+    finally:
+      os.remove(self.tmp)
 
   def abort(self):
     try:

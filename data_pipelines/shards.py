@@ -21,7 +21,7 @@ import queue
 import re
 from typing import Callable, Optional
 
-from data_pipelines import fileio, records
+from data_pipelines import fileio, gpath, records
 from data_pipelines.layout_io import PrepareError
 from data_pipelines.layouts import VideoItem
 
@@ -47,7 +47,7 @@ def fingerprint(settings: dict, items: list[VideoItem]) -> str:
 
 def shard_done(path: str, fp: str) -> bool:
   """Whether a shard is in place with its sidecar for the same settings and items."""
-  side = fileio.read_json_or_none(sidecar_path(path)) if os.path.isfile(path) else None
+  side = fileio.read_json_or_none(sidecar_path(path)) if gpath.isfile(path) else None
   return bool(side) and side.get("fingerprint") == fp
 
 
@@ -55,12 +55,12 @@ def clean_split(out: str, split: str, fmt: str, num_shards: int) -> None:
   """Removes stale .tmp files of a split; refuses shards of another shard count."""
   ext = "array_record" if fmt == "array_record" else "tfrecord"
   pattern = re.compile(rf"{re.escape(split)}\.{ext}-\d{{5}}-of-(\d{{5}})(\.tmp)?$")
-  for name in sorted(os.listdir(out)):
+  for name in sorted(gpath.listdir(out) if gpath.isdir(out) else []):
     m = pattern.match(name)
     if not m:
       continue
     if m.group(2):
-      os.remove(os.path.join(out, name))
+      gpath.remove(os.path.join(out, name))
     elif int(m.group(1)) != num_shards:
       raise PrepareError(f"{os.path.join(out, name)}: a shard of an earlier run with "
                          f"{int(m.group(1))} shards (now {num_shards}); remove the old "

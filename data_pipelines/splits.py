@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from data_pipelines import fileio
+from data_pipelines import fileio, gpath
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 CLASSNAMES_DIR = os.path.join(_HERE, "classnames")
@@ -98,7 +98,7 @@ _PEER_K600_SPLIT_MASKS = (
 def _content_lines(path: str) -> Iterable[tuple[int, str]]:
   """Yields (1-based line number, stripped text), skipping blank and `#` comment lines
   (templates and vocabularies; never video lists, where `#` can begin a file name)."""
-  with open(path, encoding="utf-8") as f:
+  with gpath.open(path, encoding="utf-8") as f:
     for number, line in enumerate(f, start=1):
       line = line.strip()
       if line and not line.startswith("#"):
@@ -129,7 +129,7 @@ def read_video_list(path: str, labels: bool = False) -> list[tuple[int, str, lis
   and line for a malformed line, and for a list with no video.
   """
   out = []
-  with open(path, encoding="utf-8") as f:
+  with gpath.open(path, encoding="utf-8") as f:
     for number, line in enumerate(f, start=1):
       line = line.strip()
       if not line:
@@ -177,7 +177,7 @@ def read_classnames(name_or_path: str) -> list[str]:
   shift the labels of all the names after it).
   """
   path = classnames_path(name_or_path)
-  with open(path, encoding="utf-8-sig") as f:
+  with gpath.open(path, encoding="utf-8-sig") as f:
     names = [line.strip() for line in f.read().splitlines()]
   while names and not names[-1]:
     names.pop()
@@ -352,7 +352,7 @@ def read_aux_vocab(directory: str | None = None) -> tuple[list[str], np.ndarray,
   category_names, the file stems in sorted order.
   """
   directory = AUX_VOCAB_DIR if directory is None else directory
-  files = sorted(f for f in os.listdir(directory) if f.endswith(".txt"))
+  files = sorted(f for f in gpath.listdir(directory) if f.endswith(".txt"))
   if not files:
     raise ValueError(f"{directory}: no *.txt vocabulary files")
   phrases, categories = [], []

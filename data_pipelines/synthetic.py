@@ -14,14 +14,13 @@ Everything is generated from a seed: no files are needed, and the same seed give
 same videos on every machine.
 """
 import dataclasses
-import glob
 import json
 import os
 from typing import Iterator
 
 import numpy as np
 
-from data_pipelines import records, video_io
+from data_pipelines import gpath, records, video_io
 
 SHAPES = ("square", "triangle", "cross")
 # Named with the words frame captions ground (places, sizes): the words of a motion say where
@@ -235,31 +234,28 @@ def write(out_dir: str, per_class: dict[str, int], num_frames: int = 16, size: i
           jpeg_quality: int = 90) -> dict:
   """Writes DMVR record shards per split plus classes.txt, aux vocabulary, base/novel
   class lists and manifest.json into out_dir. Returns the manifest."""
-  os.makedirs(out_dir, exist_ok=True)
+  gpath.makedirs(out_dir)
   names = classes()
   manifest = {"dataset": "synthetic_actions", "version": VERSION, "seed": seed,
               "num_frames": num_frames, "size": size, "classes": len(names),
               "class_names": names, "splits": {}}
   for split, n in per_class.items():
-    for old in glob.glob(os.path.join(out_dir, f"{split}.*")):  # an earlier generation's
-      os.remove(old)
+    for old in gpath.glob(os.path.join(out_dir, f"{split}.*")):  # an earlier generation's
+      gpath.remove(old)
     recs = (records.VideoRecord([video_io.encode_jpeg(f, jpeg_quality) for f in v.frames],
                                 [v.label], [names[v.label]], f"{split}_{i:06d}")
             for i, v in enumerate(generate(split, n, num_frames, size, seed)))
     paths = records.write_shards(recs, os.path.join(out_dir, split), num_shards, fmt)
     manifest["splits"][split] = {"videos": n * len(names), "per_class": n,
                                  "shards": [os.path.basename(p) for p in paths]}
-  with open(os.path.join(out_dir, "classes.txt"), "w") as f:
-    f.write("\n".join(names) + "\n")
+  gpath.atomic_write(os.path.join(out_dir, "classes.txt"), "\n".join(names) + "\n")
   phrases, cats, cat_names = aux_vocab()
-  os.makedirs(os.path.join(out_dir, "aux_vocab"), exist_ok=True)
   for c, cname in enumerate(cat_names):
-    with open(os.path.join(out_dir, "aux_vocab", f"{cname}.txt"), "w") as f:
-      f.write("\n".join(p for p, k in zip(phrases, cats) if k == c) + "\n")
+    gpath.atomic_write(os.path.join(out_dir, "aux_vocab", f"{cname}.txt"),
+                       "\n".join(p for p, k in zip(phrases, cats) if k == c) + "\n")
   base, novel = base_novel_classes()
   manifest["base_classes"], manifest["novel_classes"] = base, novel
-  with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-    json.dump(manifest, f, indent=2)
+  gpath.atomic_write(os.path.join(out_dir, "manifest.json"), json.dumps(manifest, indent=2))
   return manifest
 
 
@@ -267,8 +263,7 @@ def written_as(out_dir: str, per_class: dict[str, int], num_frames: int, size: i
                seed: int) -> bool:
   """Whether out_dir holds records this generator would write with these settings."""
   try:
-    with open(os.path.join(out_dir, "manifest.json")) as f:
-      m = json.load(f)
+    m = json.loads(gpath.read_text(os.path.join(out_dir, "manifest.json")))
   except (OSError, ValueError):
     return False
   return (m.get("version") == VERSION and m.get("class_names") == classes() and

@@ -20,6 +20,10 @@ that verifies but does not restore is not damage (a changed config, say): the er
 raised, naming the step. A step without checksums (written before they existed) is
 restored unverified; if it cannot be restored it is skipped by inference and reported by
 training, which cannot tell damage from a changed config there.
+
+WORKDIR may be local or gs:// (files through data_pipelines/gpath.py, arrays through
+orbax's TensorStore). On gs:// orbax writes a step in place and marks it finished with
+`STEP/commit_success.txt` (after the seal): a step without it is not listed.
 """
 import hashlib
 import json
@@ -34,12 +38,13 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from data_pipelines import fileio
+from data_pipelines import fileio, gpath
 
 CHECKSUMS = "checksums.json"
 # orbax rewrites the step's own metadata (commit time) after the seal: not covered.
 UNSEALED_FILES = (CHECKSUMS, "_CHECKPOINT_METADATA")
 DAMAGED_DIR = "damaged_checkpoints"
+GCS_COMMIT_FILE = "commit_success.txt"  # orbax's mark of a finished step on gs://
 OK, UNSEALED, DAMAGED = 0, 1, 2
 
 
@@ -52,15 +57,15 @@ def _say(msg: str) -> None:
 
 def _files(step_dir: epath.Path) -> list[str]:
   """Relative paths of the files of a step directory that its checksums cover, sorted."""
-  out = []
-  for root, _, names in step_dir.walk():
-    out += [str((epath.Path(root) / n).relative_to(step_dir)) for n in names]
+  top, out = os.fspath(step_dir).rstrip("/"), []
+  for root, _, names in gpath.walk(top):
+    out += [f"{root}/{n}"[len(top) + 1:] for n in names]
   return sorted(rel for rel in out if rel not in UNSEALED_FILES)
 
 
 def _sha256(path: epath.Path) -> str:
   h = hashlib.sha256()
-  with path.open("rb") as f:
+  with gpath.open(os.fspath(path), "rb") as f:
     for block in iter(lambda: f.read(1 << 22), b""):
       h.update(block)
   return h.hexdigest()
@@ -78,10 +83,10 @@ def verify(step_dir) -> tuple[int, str]:
   naming the damaged or missing files)."""
   step_dir = epath.Path(step_dir)
   path = step_dir / CHECKSUMS
-  if not path.exists():
+  if not gpath.exists(path):
     return UNSEALED, ""
   try:
-    sums = json.loads(path.read_text())["files"]
+    sums = json.loads(gpath.read_text(path))["files"]
     items = list(sums.items())
   except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
     return DAMAGED, f"{path} is unreadable ({type(e).__name__}: {e})"
@@ -112,10 +117,14 @@ def _all_finite(tree) -> bool:
 
 
 def _steps(ckdir: epath.Path) -> list[int]:
-  """Committed steps under a checkpoints directory, newest first."""
-  if not ckdir.is_dir():
+  """Committed steps under a checkpoints directory, newest first (on gs://, those with
+  orbax's commit file)."""
+  if not gpath.isdir(ckdir):
     return []
-  return sorted((int(p.name) for p in ckdir.iterdir() if p.name.isdigit()), reverse=True)
+  steps = [n for n in gpath.listdir(ckdir) if n.isdigit()]
+  if gpath.is_remote(ckdir):
+    steps = [n for n in steps if gpath.exists(ckdir / n / GCS_COMMIT_FILE)]
+  return sorted(map(int, steps), reverse=True)
 
 
 def _verdict(step_dir: epath.Path) -> tuple[int, str]:
@@ -129,11 +138,10 @@ def _verdict(step_dir: epath.Path) -> tuple[int, str]:
 def _quarantine(step_dir: epath.Path, dest_root: epath.Path) -> epath.Path:
   """Moves a damaged step out of the checkpoints directory (kept for inspection)."""
   dest = dest_root / step_dir.name
-  if dest.exists():  # damaged again after an earlier move: keep both
+  if gpath.exists(dest):  # damaged again after an earlier move: keep both
     dest = dest_root / f"{step_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
   if jax.process_index() == 0:
-    dest_root.mkdir(parents=True, exist_ok=True)
-    step_dir.rename(dest)
+    gpath.move(os.fspath(step_dir), os.fspath(dest))
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"quarantined {step_dir}")
   return dest
@@ -187,7 +195,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, keep: int, read_only: bool = False):
-    self.workdir = os.path.abspath(workdir) if "://" not in workdir else workdir
+    self.workdir = workdir if gpath.is_remote(workdir) else os.path.abspath(workdir)
     self.dir = epath.Path(self.workdir) / "checkpoints"
     self.read_only = read_only
     self._keep, self._sealing, self._manager = keep, None, None
@@ -263,7 +271,8 @@ def restore_latest(workdir: str):
   """(step, state, data) of a work directory's newest intact checkpoint, restored onto
   this process's first device whatever mesh wrote it (inference and inspection).
   Damaged steps are named and skipped (left in place)."""
-  ckdir = epath.Path(os.path.abspath(workdir) if "://" not in workdir else workdir) / "checkpoints"
+  root = workdir if gpath.is_remote(workdir) else os.path.abspath(workdir)
+  ckdir = epath.Path(root) / "checkpoints"
   ck = ocp.StandardCheckpointer()
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
@@ -272,7 +281,7 @@ def restore_latest(workdir: str):
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one),
                           ck.metadata(path / "state").item_metadata)
     state = ck.restore(path / "state", target)
-    return state, json.loads((path / "data" / "metadata").read_text())
+    return state, json.loads(gpath.read_text(path / "data" / "metadata"))
 
   found = newest_intact(ckdir, load)
   if found is None:

@@ -2,7 +2,9 @@
 
 DIR is either a converted CLIP checkpoint (victr-convert-clip output: zero-shot CLIP with
 frame averaging) or a trained work directory (config.json + checkpoints/: the model it
-trained, VicTR or a baseline). Prints the top classes with probabilities, or JSON.
+trained, VicTR or a baseline). Prints the top classes with probabilities, or JSON. DIR, the
+--labels @file and VIDEO may be local or gs:// (a gs:// video is copied to a temporary file
+for PyAV).
 
 Frames: a work directory's model sees the test views its evaluation computes from its
 config.data (sampling mode and stride, frames, test_resize, image size, all test clips and
@@ -21,13 +23,12 @@ from typing import Optional
 import ml_collections
 import numpy as np
 
-from data_pipelines import video_io, video_ops
+from data_pipelines import gpath, video_io, video_ops
 
 
 def _labels(spec: str) -> list[str]:
   if spec.startswith("@"):
-    with open(spec[1:], encoding="utf-8") as f:
-      names = [l.strip() for l in f]
+    names = [l.strip() for l in gpath.read_text(spec[1:]).splitlines()]
   else:
     names = [l.strip() for l in spec.split(",")]
   names = [n for n in names if n]
@@ -72,9 +73,10 @@ def clip_frames(video: str, data_cfg) -> tuple[np.ndarray, np.ndarray]:
   like pipeline.eval_views; indices (clips, T) of the frames used). Only the sampled
   frames are decoded into memory (video_io.decode_sampled), however long the video.
   """
-  if not os.path.isfile(video):
+  if not gpath.isfile(video):
     raise ValueError(f"{video}: no such video file")
-  frames, idx = video_io.decode_sampled(video, lambda n: view_indices(n, data_cfg))
+  with gpath.local_copy(video) as local:  # PyAV decodes local files: a gs:// video is copied
+    frames, idx = video_io.decode_sampled(local, lambda n: view_indices(n, data_cfg))
   t = data_cfg.num_frames
   views = [video_ops.test_crops(frames[c * t:(c + 1) * t], data_cfg.image_size,
                                 data_cfg.num_test_crops, data_cfg.test_resize)
@@ -85,12 +87,12 @@ def clip_frames(video: str, data_cfg) -> tuple[np.ndarray, np.ndarray]:
 def load_model(checkpoint: str):
   """-> (model, params, config or None, description)."""
   from victr_jax import clip, models  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(checkpoint):
+  if not gpath.exists(checkpoint):
     raise ValueError(f"--checkpoint {checkpoint}: no such file or directory")
-  if os.path.exists(os.path.join(checkpoint, "config.json")) and os.path.isdir(
+  if gpath.exists(os.path.join(checkpoint, "config.json")) and gpath.isdir(
       os.path.join(checkpoint, "checkpoints")):
-    with open(os.path.join(checkpoint, "config.json")) as f:
-      config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(
+        json.loads(gpath.read_text(os.path.join(checkpoint, "config.json"))))
     model = models.build_model(config.model)
     from victr_jax import checkpointing  # pylint: disable=g-import-not-at-top
     step, state, _ = checkpointing.restore_latest(checkpoint)

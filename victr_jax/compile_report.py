@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import gpath
 from victr_jax import config_lib, evaluate, models, sharding, train_state
 from victr_jax.clip import model as clip_model
 from victr_jax.models import cost
@@ -496,9 +497,8 @@ def run(config, workdir: str, topology: str = "local", count_flops: bool = True,
   config_lib.check_config(config, "compile", len(devices))
   compiled, ctx = compile_steps(config, devices, count_flops, train_only)
   rep = build_report(config, topology, devices, compiled, ctx)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "compile_report.json"), "w") as f:
-    json.dump(rep, f, indent=2, default=lambda o: None if isinstance(o, float) and
-              not np.isfinite(o) else str(o))
+  gpath.atomic_write(os.path.join(workdir, "compile_report.json"),
+                     json.dumps(rep, indent=2, default=lambda o: None if isinstance(o, float)
+                                and not np.isfinite(o) else str(o)))
   print_report(rep)
   return FITS if rep["fits"] else DOES_NOT_FIT

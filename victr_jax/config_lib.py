@@ -18,7 +18,7 @@ import os
 
 import ml_collections
 
-from data_pipelines import records
+from data_pipelines import gpath, records
 from victr_jax import models, sharding
 
 DATA_ROOT = os.environ.get("VICTR_DATA", "/data/victr")
@@ -264,7 +264,7 @@ def _check_dataset(name, d):
   elif d.source == "tfds":
     if not d.tfds_name:
       raise ValueError(f"config field {name}.tfds_name is empty")
-    if d.data_dir and not os.path.isdir(d.data_dir):
+    if d.data_dir and not gpath.isdir(d.data_dir):
       raise ValueError(f"config field {name}.data_dir: {d.data_dir} is not a directory")
   elif d.source == "synthetic":
     if not d.split:
@@ -283,7 +283,7 @@ def _check_dataset(name, d):
     raise ValueError(f"config field {name}.classes has indices {bad[:5]} outside the "
                      f"{len(names)} classes of {d.classnames}")
   if d.get("list_file"):
-    if not os.path.isfile(d.list_file):
+    if not gpath.isfile(d.list_file):
       raise ValueError(f"config field {name}.list_file: {d.list_file} does not exist")
     if d.shots:
       raise ValueError(f"config field {name}.shots={d.shots} with {name}.list_file: the list "
@@ -332,10 +332,10 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
     raise ValueError("config field prompt_template has no '{}' for the class name")
   if mode == "compile":  # shapes only: no weights, no data
     return
-  if config.clip_checkpoint and not os.path.exists(config.clip_checkpoint):
+  if config.clip_checkpoint and not gpath.exists(config.clip_checkpoint):
     raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} does not exist")
-  if config.get("init_from") and not os.path.exists(os.path.join(config.init_from,
-                                                                 "config.json")):
+  if config.get("init_from") and not gpath.exists(os.path.join(config.init_from,
+                                                               "config.json")):
     raise ValueError(f"config field init_from: {config.init_from} is not a work directory "
                      "(no config.json)")
   if trains(config, mode):

@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from data_pipelines import records, splits, synthetic
+from data_pipelines import gpath, records, splits, synthetic
 from data_pipelines.layout_io import VIDEO_EXTS
 from victr_jax import clip
 
@@ -165,7 +165,7 @@ def ensure_synthetic(dcfg, per_class: dict, num_frames=16, size=64) -> str:
   out = dcfg.synthetic_dir
   seed = dcfg.synthetic_seed
   if jax.process_index() == 0 and not synthetic.written_as(out, per_class, num_frames, size, seed):
-    if os.path.exists(os.path.join(out, "manifest.json")):
+    if gpath.exists(os.path.join(out, "manifest.json")):
       print(f"synthetic_actions in {out} were written with other settings or an older "
             "generator: writing them again", flush=True)
     synthetic.write(out, per_class, num_frames=num_frames, size=size, seed=seed)

@@ -32,7 +32,6 @@ right: frame averaging cannot do better than 0.5 there.
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -45,7 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import demo as demo_config_module  # noqa: E402
-from data_pipelines import pipeline, records, synthetic, video_ops  # noqa: E402
+from data_pipelines import gpath, pipeline, records, synthetic, video_ops  # noqa: E402
 from victr_jax import clip, config_lib, data, metrics, models, pretrain, train, viz  # noqa: E402
 
 ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
@@ -264,8 +263,8 @@ def main(argv=None) -> int:
                       "headline rows, keeps the job short)")
   args = p.parse_args(argv)
   t0 = time.time()
-  wd = os.path.abspath(args.workdir)
-  os.makedirs(wd, exist_ok=True)
+  wd = args.workdir if gpath.is_remote(args.workdir) else os.path.abspath(args.workdir)
+  gpath.makedirs(wd)
   known = [v for v, _ in ROWS]
   asked = args.rows.split(",") if args.rows else known
   b2n = known if args.b2n_rows == "all" else args.b2n_rows.split(",")
@@ -309,7 +308,7 @@ def main(argv=None) -> int:
     cfg.seed = cfg.data.seed = seed
     cfg.log_every = max(args.steps // 4, 1)
     run_dir = os.path.join(wd, "runs", f"{variant}_{setting}" + (f"_seed{seed}" if seed else ""))
-    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each time the job runs
+    gpath.rmtree(run_dir)  # a fresh run each time the job runs
     out = train.run(cfg, run_dir, mode="eval" if cfg.num_train_steps < 0 else "train_and_eval")
     if "eval" not in out:  # stopped by SIGTERM: the run's checkpoint is written
       _log(f"stopped during {variant}, {setting}, seed {seed} (step {out.get('stopped_at')})")
@@ -321,22 +320,21 @@ def main(argv=None) -> int:
 
   _log(f"[4/4] results and pictures ({time.time() - t0:.0f}s)")
   table = markdown_table(results, rows)
-  with open(os.path.join(wd, "results.json"), "w") as f:
-    json.dump({"rows": results, "clip_attribute_accuracy": attr, "steps": args.steps,
-               "pretrain_steps": args.pretrain_steps, "test_videos_per_class": dict(
-                   cfg0.data.synthetic_per_class)["test"],
-               "seconds": round(time.time() - t0)}, f,
-              indent=2)
-  with open(os.path.join(wd, "results.md"), "w") as f:
-    f.write(f"# synthetic_actions, tiny CLIP, {args.steps} steps per run; mean ± std over "
-            f"seeds (count in the seeds column: seen / base-to-novel)\n\n{table}")
+  gpath.atomic_write(os.path.join(wd, "results.json"), json.dumps(
+      {"rows": results, "clip_attribute_accuracy": attr, "steps": args.steps,
+       "pretrain_steps": args.pretrain_steps, "test_videos_per_class": dict(
+           cfg0.data.synthetic_per_class)["test"],
+       "seconds": round(time.time() - t0)}, indent=2))
+  gpath.atomic_write(os.path.join(wd, "results.md"),
+                     f"# synthetic_actions, tiny CLIP, {args.steps} steps per run; mean ± std "
+                     f"over seeds (count in the seeds column: seen / base-to-novel)\n\n{table}")
   curves = {v: os.path.join(wd, "runs", f"{v}_full", "metrics.jsonl") for v, _ in rows}
-  viz.plot_loss_curves({v: c for v, c in curves.items() if os.path.exists(c)},
+  viz.plot_loss_curves({v: c for v, c in curves.items() if gpath.exists(c)},
                        os.path.join(wd, "curves.png"))
   for v in ("victr", "mean_pool"):
     src = os.path.join(wd, "runs", f"{v}_full", "confusion_test.png")
-    if os.path.exists(src):
-      shutil.copy(src, os.path.join(wd, f"confusion_{v}.png"))
+    if gpath.exists(src):
+      gpath.copy(src, os.path.join(wd, f"confusion_{v}.png"))
   if "victr" in states:
     affinity_pictures(*states["victr"], wd)
   _log("\n" + table)

@@ -22,7 +22,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from data_pipelines import pipeline
+from data_pipelines import gpath, pipeline
 from victr_jax import data, metrics, sharding
 
 HEADLINE = ("top1", "top5", "mean_class_accuracy", "mAP")
@@ -135,8 +135,8 @@ class Evaluator:
         matrix, names = confusions[name]
         metrics.plot_confusion(matrix, names,
                                os.path.join(self.workdir, f"confusion_{name}.png"))
-    with open(os.path.join(self.workdir, "eval_results.json"), "w") as f:
-      json.dump(out, f, indent=2)
+    gpath.atomic_write(os.path.join(self.workdir, "eval_results.json"),
+                       json.dumps(out, indent=2))
     flat = {f"eval/{n}/{k}": v for n, r in out["sets"].items() for k, v in r.items()
             if isinstance(v, (int, float))}
     metrics.write_scalars(self.writer, os.path.join(self.workdir, "metrics.jsonl"), step, flat)

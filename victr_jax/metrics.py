@@ -23,13 +23,20 @@ and AP is the mean of that over the class's positives. This equals
 `sklearn.metrics.average_precision_score` (what PySlowFast uses for Charades), and makes
 merging per-host accumulators exact whatever the order of examples.
 """
+import io
 import json
 import os
+import shutil
+import tempfile
+import time
+import weakref
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from data_pipelines import gpath
 
 VIEW_AGGREGATIONS = ("mean_probs", "mean_logits", "mean_sigmoid", "max")
 
@@ -284,8 +291,54 @@ def write_scalars(writer, jsonl_path: str, step: int, scalars: dict) -> None:
   line {"step": step, **scalars} to `jsonl_path` (what the demo and viz read)."""
   if writer is not None:
     writer.write_scalars(int(step), scalars)
-  with open(jsonl_path, "a") as f:
-    f.write(json.dumps({"step": int(step), **scalars}) + "\n")
+  gpath.append_text(jsonl_path, json.dumps({"step": int(step), **scalars}) + "\n")
+
+
+def create_writer(workdir: str, just_logging: bool = False):
+  """clu's default metric writer (logging, and TensorBoard files in `workdir`). For a
+  remote workdir the TensorBoard files are written locally and uploaded (`MirroredWriter`)."""
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  if just_logging or not gpath.is_remote(workdir):
+    return metric_writers.create_default_writer(workdir, just_logging=just_logging)
+  return MirroredWriter(workdir)
+
+
+class MirroredWriter:
+  """A clu metric writer whose TensorBoard files go to a local staging folder and are
+  uploaded to `remote_dir` through gpath on flush() and close(), and after a write when
+  `every_s` seconds have passed since the last upload. tf.summary would write gs:// through
+  TensorFlow's own GCS client, which has no emulator setting (see data_pipelines/gpath.py)."""
+
+  def __init__(self, remote_dir: str, every_s: float = 60.0):
+    from clu import metric_writers  # pylint: disable=g-import-not-at-top
+    self.remote, self.every_s = remote_dir.rstrip("/"), every_s
+    self.local = tempfile.mkdtemp(prefix="victr-tensorboard-")
+    weakref.finalize(self, shutil.rmtree, self.local, True)
+    self.inner = metric_writers.create_default_writer(self.local)
+    self._uploaded = time.time()
+
+  def __getattr__(self, name):  # write_images, write_texts, ...: the inner writer's
+    return getattr(self.inner, name)
+
+  def write_scalars(self, step: int, scalars) -> None:
+    self.inner.write_scalars(step, scalars)
+    if time.time() - self._uploaded > self.every_s:
+      self.flush()
+
+  def _upload(self) -> None:
+    for root, _, names in os.walk(self.local):
+      for name in names:
+        rel = os.path.relpath(os.path.join(root, name), self.local)
+        gpath.upload(os.path.join(root, name), f"{self.remote}/{rel}")
+    self._uploaded = time.time()
+
+  def flush(self) -> None:
+    self.inner.flush()
+    self._upload()
+
+  def close(self) -> None:
+    self.inner.close()
+    self._upload()
 
 
 # Confusion matrix picture ----------------------------------------------------------------
@@ -334,9 +387,9 @@ def plot_confusion(matrix, class_names: Optional[Sequence[str]], path: str,
       ax.text(j, i, text, ha="center", va="center", fontsize=font - 1,
               color="white" if m[i, j] > 0.5 * (im.norm.vmax or 1) else "black")
   fig.tight_layout()
-  if os.path.dirname(path):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-  fig.savefig(path, format="png")
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  gpath.atomic_write(path, buf.getvalue())
   return path
 
 

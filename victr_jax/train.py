@@ -22,10 +22,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers
 from jax.experimental import multihost_utils
 
-from data_pipelines import pipeline
+from data_pipelines import gpath, pipeline
 from victr_jax import (checkpointing, clip, config_lib, data, evaluate, metrics, models, optim,
                        sharding, train_state)
 from victr_jax.config_lib import check_config, total_steps
@@ -112,12 +111,11 @@ def _load_clip(config):
   if not config.clip_checkpoint:
     if config.get("init_from") and config.model.get("clip_from_checkpoint"):
       source = os.path.join(config.init_from, "config.json")
-      if os.path.exists(source):
-        with open(source) as f:
-          their = ml_collections.ConfigDict(json.load(f)["model"])
+      if gpath.exists(source):
+        their = ml_collections.ConfigDict(json.loads(gpath.read_text(source))["model"])
         config = config_lib.adopt_clip(config, models.clip_config_of(their), config.init_from)
     return config, None
-  if not os.path.exists(config.clip_checkpoint):
+  if not gpath.exists(config.clip_checkpoint):
     raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} does not exist")
   try:
     ccfg, cparams = clip.load_params(config.clip_checkpoint, act=config.clip_act or None)
@@ -189,17 +187,17 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   devices = jax.devices() if devices is None else devices
   config, clip_params = _load_clip(config)  # the model's CLIP from the checkpoint
   check_config(config, mode, len(devices))  # names the field at fault; nothing compiled yet
-  os.makedirs(workdir, exist_ok=True)
+  gpath.makedirs(workdir)
   host = jax.process_index()
   config_path = os.path.join(workdir, "config.json")
-  if host == 0 and (mode != "eval" or not os.path.exists(config_path)):
-    with open(config_path, "w") as f:  # what victr-classify rebuilds the model from
-      f.write(config.to_json_best_effort(indent=2))
+  if host == 0 and (mode != "eval" or not gpath.exists(config_path)):
+    # What victr-classify rebuilds the model from.
+    gpath.atomic_write(config_path, config.to_json_best_effort(indent=2))
   mesh = sharding.make_mesh(config.mesh, devices)
   rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
   model = models.build_model(config.model)
   dcfg = config.data
-  writer = metric_writers.create_default_writer(workdir, just_logging=host > 0)
+  writer = metrics.create_writer(workdir, just_logging=host > 0)
   text = train_state.prompts(config)  # the text tower runs once per step on these
   train_source = (data.open_source(dcfg.train, dcfg) if config_lib.trains(config, mode)
                   else None)

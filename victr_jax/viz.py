@@ -1,8 +1,11 @@
 """Pictures people look at: VicTR's per-frame affinities of class and auxiliary text, and
 training curves from metrics.jsonl. matplotlib (Agg), written as PNG."""
+import io
 import json
 
 import numpy as np
+
+from data_pipelines import gpath
 
 
 def _figure(width, height):
@@ -11,6 +14,13 @@ def _figure(width, height):
   fig = Figure(figsize=(width, height), dpi=110)
   FigureCanvasAgg(fig)
   return fig
+
+
+def _save(fig, path):
+  """The figure as PNG, written whole (local or gs://)."""
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png")
+  gpath.atomic_write(path, buf.getvalue())
 
 
 def plot_affinities(affinities, prompts, path, video_index=0, title=""):
@@ -36,13 +46,12 @@ def plot_affinities(affinities, prompts, path, video_index=0, title=""):
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout()
-  fig.savefig(path)
+  _save(fig, path)
   return path
 
 
 def _read_metrics(metrics_jsonl):
-  with open(metrics_jsonl) as f:
-    return [json.loads(l) for l in f if l.strip()]
+  return [json.loads(l) for l in gpath.read_text(metrics_jsonl).splitlines() if l.strip()]
 
 
 def _series(rows, key):
@@ -68,7 +77,7 @@ def plot_curves(metrics_jsonl, path, keys=("train/loss", "train/top1")):
     ax.set_title(k, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
   fig.tight_layout()
-  fig.savefig(path)
+  _save(fig, path)
   return path
 
 
@@ -84,5 +93,5 @@ def plot_loss_curves(runs, path, key="train/loss"):
   ax.set_title(key, fontsize=9)
   ax.legend(fontsize=6)
   fig.tight_layout()
-  fig.savefig(path)
+  _save(fig, path)
   return path

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data_pipelines import gpath
 from victr_jax.clip.config import CLIPConfig
 from victr_jax.clip.model import CLIP
 
@@ -111,10 +112,14 @@ def read_state_dict(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Reads any supported source into (OpenAI-named state dict, facts).
 
   facts: {'format': 'openai' | 'openai_state_dict' | 'open_clip' | 'hf', 'act': str or
-  None, 'vision_heads', 'text_heads', 'ln_eps': float or None}.
+  None, 'vision_heads', 'text_heads', 'ln_eps': float or None}. A gs:// source is read
+  from a temporary local copy (torch and safetensors read local files).
   """
-  if not os.path.exists(path):
+  if not gpath.exists(path):
     raise CheckpointError(f"{path}: no such file or directory")
+  if gpath.is_remote(path):
+    with gpath.local_copy(path) as local:
+      return read_state_dict(local)
   facts = {"act": None, "vision_heads": None, "text_heads": None, "ln_eps": None}
   if os.path.isdir(path):
     cfg_path = os.path.join(path, "config.json")
@@ -328,17 +333,15 @@ def load_converted(path: str) -> tuple[CLIPConfig, dict]:
   """Reads a victr-convert-clip directory (no torch needed)."""
   cfg_path, params_path = os.path.join(path, CONFIG_FILE), os.path.join(path, PARAMS_FILE)
   for p in (cfg_path, params_path):
-    if not os.path.exists(p):
+    if not gpath.exists(p):
       raise CheckpointError(f"{path}: incomplete converted checkpoint, {p} is missing")
   try:
-    with open(cfg_path) as f:
-      meta = json.load(f)
+    meta = json.loads(gpath.read_text(cfg_path))
     cfg = CLIPConfig.from_dict(meta["config"])
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise CheckpointError(f"{cfg_path}: unreadable CLIP config ({e!r})") from e
   try:
-    with open(params_path, "rb") as f:
-      tree = flax.serialization.msgpack_restore(f.read())
+    tree = flax.serialization.msgpack_restore(gpath.read_bytes(params_path))
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f"{params_path}: unreadable parameters ({e!r})") from e
   expected = expected_shapes(cfg)
@@ -365,7 +368,7 @@ def load_params(path: str, act: Optional[str] = None, config: Optional[CLIPConfi
     shapes are then checked against the checkpoint).
   overrides: CLIPConfig fields to change on the inferred config (e.g. vision_heads).
   """
-  if os.path.isdir(path) and os.path.exists(os.path.join(path, CONFIG_FILE)):
+  if gpath.isdir(path) and gpath.exists(os.path.join(path, CONFIG_FILE)):
     cfg, tree = load_converted(path)
     if act is not None and act != cfg.act:
       raise CheckpointError(f"{path}: act={act!r} given, but this converted checkpoint "
@@ -408,7 +411,18 @@ def save_converted(cfg: CLIPConfig, params, dst: str, source: str = "",
                    overwrite: bool = False) -> str:
   """Writes (config, params) to `dst` as clip_config.json + params.msgpack, atomically:
   files go to a temporary directory beside dst that is renamed into place at the end, so a
-  killed conversion never leaves a directory that loads."""
+  killed conversion never leaves a directory that loads. On gs:// (no renames) the files
+  are uploaded whole, clip_config.json last: a checkpoint without it does not load."""
+  params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+  meta = json.dumps({"config": cfg.to_dict(), "source": source, "format": "victr-clip-v1"},
+                    indent=2, sort_keys=True)
+  if gpath.is_remote(dst):
+    if gpath.exists(dst) and not overwrite:
+      raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
+    gpath.rmtree(dst)
+    gpath.atomic_write(os.path.join(dst, PARAMS_FILE), flax.serialization.msgpack_serialize(params))
+    gpath.atomic_write(os.path.join(dst, CONFIG_FILE), meta)
+    return dst
   dst = os.path.abspath(dst)
   if os.path.exists(dst) and not overwrite:
     raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
@@ -416,12 +430,10 @@ def save_converted(cfg: CLIPConfig, params, dst: str, source: str = "",
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=os.path.basename(dst) + ".tmp-", dir=parent)
   try:
-    params = jax.tree.map(lambda x: np.asarray(x, np.float32), params)
     with open(os.path.join(tmp, PARAMS_FILE), "wb") as f:
       f.write(flax.serialization.msgpack_serialize(params))
     with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
-      json.dump({"config": cfg.to_dict(), "source": source, "format": "victr-clip-v1"}, f,
-                indent=2, sort_keys=True)
+      f.write(meta)
     if os.path.exists(dst):
       shutil.rmtree(dst)
     os.replace(tmp, dst)

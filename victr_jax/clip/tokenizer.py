@@ -15,6 +15,8 @@ import ftfy
 import numpy as np
 import regex
 
+from data_pipelines import gpath
+
 VOCAB_PATH = os.path.join(os.path.dirname(__file__), "bpe_simple_vocab_16e6.txt.gz")
 VOCAB_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
@@ -56,7 +58,7 @@ class Tokenizer:
 
   def __init__(self, vocab_path: str = VOCAB_PATH):
     try:
-      with gzip.open(vocab_path, "rt", encoding="utf-8") as f:
+      with gpath.open(vocab_path, "rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
     except OSError as e:
       raise OSError(f"cannot read the BPE vocabulary {vocab_path}: {e}") from e
