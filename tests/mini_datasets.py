@@ -23,9 +23,9 @@ def _run(*argv):
   assert prepare.main(argv) == 0, argv
 
 
-def hmdb51(raw, out):
+def hmdb51(raw, out, splits_=(1, 2, 3)):
   """HMDB51: <class>/<video>.avi and <class>_test_split{1,2,3}.txt (1 train, 2 test); a
-  video whose name begins with '#', as some real ones do."""
+  video whose name begins with '#', as some real ones do. out: a folder or a gs:// URL."""
   src, ann = raw / "hmdb51_org", raw / "testTrainMulti_7030_splits"
   for c, cls in enumerate(HMDB):
     names = [f"#{c}_{cls}_u_nm_np1_fr_goo_0.avi", f"{cls}_v_1.avi", f"{cls}_v_2.avi"]
@@ -34,9 +34,9 @@ def hmdb51(raw, out):
     for s in (1, 2, 3):
       write_text(str(ann / f"{cls}_test_split{s}.txt"),
                  [f"{names[0]} 1", f"{names[1]} 1", f"{names[2]} 2"])
-  for s in (1, 2, 3):
+  for s in splits_:
     _run("--layout", "hmdb51", "--src", src, "--annotations", ann, "--split_id", s,
-         "--classes", "hmdb51", "--out", out / "hmdb51" / f"split{s}")
+         "--classes", "hmdb51", "--out", f"{out}/hmdb51/split{s}")
 
 
 def ucf101(raw, out):

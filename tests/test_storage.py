@@ -222,7 +222,7 @@ def _chain_config(gcs):
   return c
 
 
-def test_prepare_train_evaluate_classify_all_on_gcs(gcs, tmp_path, capsys):
+def test_prepare_train_evaluate_classify_reproduce_all_on_gcs(gcs, tmp_path, capsys):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from data_pipelines import prepare  # pylint: disable=g-import-not-at-top
   from victr_jax import checkpointing, classify, clip, train  # pylint: disable=g-import-not-at-top
@@ -270,5 +270,24 @@ def test_prepare_train_evaluate_classify_all_on_gcs(gcs, tmp_path, capsys):
                                      quarantine=f"{wd}/damaged_checkpoints") is None
   assert gpath.isfile(f"{wd}/damaged_checkpoints/2/checksums.json")
   assert not gpath.exists(f"{wd}/checkpoints/2")
+  # victr-reproduce with its data root, CLIP and work directory on gs://: HMDB51 split 1 as
+  # victr-prepare writes it from the official layout, CLIP zero-shot evaluated (one run),
+  # its table on gs://, and a rerun that skips it.
+  import mini_datasets  # pylint: disable=g-import-not-at-top
+  from victr_jax.reproduce import cli  # pylint: disable=g-import-not-at-top
+  mini_datasets.hmdb51(tmp_path / "raw", f"{gcs}/root", splits_=(1,))
+  argv = ["few_shot", "--root", f"{gcs}/root", "--clip", f"{gcs}/clip", "--workdir",
+          f"{gcs}/repro", "--datasets", "hmdb51", "--variants", "clip_zero_shot",
+          "--config.data.num_frames=2", "--config.model.num_frames=2",
+          "--config.data.eval_batch_size=8"]
+  assert cli.main(argv) == 0, capsys.readouterr().out[-3000:]
+  rows = json.loads(gpath.read_text(f"{gcs}/repro/table.json"))["rows"]
+  assert [(r["dataset"], r["setting"], r["ours"]["top1"]["n"]) for r in rows] == [
+      ("hmdb51", "K=0", 1)]
+  assert gpath.isfile(f"{gcs}/repro/few_shot/hmdb51/clip_zero_shot/eval_results.json")
+  assert "hmdb51_test" in gpath.read_text(f"{gcs}/repro/few_shot/hmdb51/clip_zero_shot/"
+                                          "reproduce.log")
+  capsys.readouterr()
+  assert cli.main(argv) == 0 and "done, skipped" in capsys.readouterr().out
   assert not os.path.exists("gs:")  # nothing fell back to a local folder named 'gs:'
   print(f"chain on gs:// took {time.time() - t0:.0f}s")

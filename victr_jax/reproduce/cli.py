@@ -21,8 +21,10 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
+from data_pipelines import gpath
 from victr_jax.reproduce import plan as plan_lib
 from victr_jax.reproduce import table
 
@@ -81,17 +83,15 @@ def train_size(config) -> tuple[int, str]:
   """(records the run trains on, where that count comes from), without reading frames."""
   d = config.data.train
   if d.get("list_file"):
-    with open(d.list_file, encoding="utf-8") as f:
-      return sum(1 for line in f if line.strip()), "list"
+    return sum(1 for line in gpath.read_text(d.list_file).splitlines() if line.strip()), "list"
   if d.shots:
     from victr_jax import data  # pylint: disable=g-import-not-at-top
     return d.shots * len(data.subset_names(d)), f"{d.shots} shots x classes"
   folder = os.path.dirname(d.pattern)
   split = os.path.basename(d.pattern).split(".")[0]
   manifest = os.path.join(folder, "manifest.json")
-  if os.path.exists(manifest):
-    with open(manifest) as f:
-      return json.load(f)["splits"][split]["written"], "manifest"
+  if gpath.exists(manifest):
+    return json.loads(gpath.read_text(manifest))["splits"][split]["written"], "manifest"
   name = os.path.basename(folder)
   if name in OFFICIAL_TRAIN_SIZES:
     return OFFICIAL_TRAIN_SIZES[name], "official list"
@@ -122,9 +122,8 @@ def dry_run(runs, args) -> int:
   from victr_jax import config_lib  # pylint: disable=g-import-not-at-top
   cache_path = os.path.join(args.workdir, f"dry_run_{args.topology.replace(':', '_')}.json")
   cache = {}
-  if args.topology and os.path.exists(cache_path):
-    with open(cache_path) as f:
-      cache = json.load(f)
+  if args.topology and gpath.exists(cache_path):
+    cache = json.loads(gpath.read_text(cache_path))
   total_steps, device_s = 0, 0.0
   for i, run in enumerate(runs, 1):
     config = _load_config(run)
@@ -140,9 +139,7 @@ def dry_run(runs, args) -> int:
     if args.topology and steps:
       key = json.dumps([run.protocol, run.dataset, run.variant, config.model.clip])
       est = _step_seconds(config, args.topology, cache, key)
-      os.makedirs(args.workdir, exist_ok=True)
-      with open(cache_path, "w") as f:
-        json.dump(cache, f, indent=2)
+      gpath.atomic_write(cache_path, json.dumps(cache, indent=2))
       if est["step_s"]:
         device_s += steps * est["step_s"] * est["chips"]
         line += (f"; {est['step_s'] * 1e3:.0f} ms/step on {args.topology} "
@@ -168,11 +165,19 @@ SHOWN = ("[train]", "[eval]", "victr_jax.main: error", "model.clip=", "parameter
 
 def execute(run, log_path: str) -> int:
   """Runs one run's command: its progress and errors to the console, all its output to
-  log_path (its tail too when it fails); returns its exit status."""
-  os.makedirs(run.workdir, exist_ok=True)
+  log_path (its tail too when it fails); returns its exit status. The log is written as
+  it goes to a local file (a temporary one when log_path is on gs://, uploaded after)."""
   env = dict(os.environ, PYTHONUNBUFFERED="1")
   tail = []
-  with open(log_path, "a", encoding="utf-8") as log:
+  remote = gpath.is_remote(log_path)
+  if remote:
+    local = tempfile.NamedTemporaryFile("w", suffix=".log", delete=False).name
+    if gpath.exists(log_path):
+      gpath.copy(log_path, local)
+  else:
+    gpath.makedirs(os.path.dirname(log_path))
+    local = log_path
+  with open(local, "a", encoding="utf-8") as log:
     log.write(f"$ {run.command()}\n")
     proc = subprocess.Popen(run.argv(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env)
@@ -186,7 +191,13 @@ def execute(run, log_path: str) -> int:
       proc.terminate()  # the run writes a checkpoint on SIGTERM and resumes next time
       proc.wait()
       raise
+    finally:
+      log.flush()
+      if remote:
+        gpath.upload(local, log_path)
     rc = proc.wait()
+  if remote:
+    os.unlink(local)
   if rc:
     print("    ... " + "    ".join(tail), end="", flush=True)
   return rc
@@ -218,25 +229,24 @@ def main(argv=None) -> int:
     except (ValueError, KeyError, OSError) as e:
       print(f"victr-reproduce: error: {e}", file=sys.stderr)
       return 2
-  os.makedirs(args.workdir, exist_ok=True)
+  gpath.makedirs(args.workdir)
   failed, t0 = [], time.time()
   for i, run in enumerate(runs, 1):
     done_path = os.path.join(run.workdir, DONE)
-    if os.path.exists(done_path):
-      with open(done_path) as f:
-        if json.load(f).get("command") == run.command():
-          print(f"[{i}/{len(runs)}] {run.name}: done, skipped", flush=True)
-          continue
-      os.remove(done_path)  # another command in the same directory: run it (it resumes)
+    if gpath.exists(done_path):
+      if json.loads(gpath.read_text(done_path)).get("command") == run.command():
+        print(f"[{i}/{len(runs)}] {run.name}: done, skipped", flush=True)
+        continue
+      gpath.remove(done_path)  # another command in the same directory: run it (it resumes)
     elapsed = time.time() - t0
     print(f"[{i}/{len(runs)}] {run.name} (elapsed {elapsed / 60:.1f} min)\n    {run.command()}",
           flush=True)
     start = time.time()
     rc = execute(run, os.path.join(run.workdir, "reproduce.log"))
-    if rc == 0 and os.path.exists(os.path.join(run.workdir, "eval_results.json")):
-      from data_pipelines import fileio  # pylint: disable=g-import-not-at-top
-      fileio.write_json(done_path, {"command": run.command(), "seconds": time.time() - start,
-                                    "run": dataclasses.asdict(run)})
+    if rc == 0 and gpath.exists(os.path.join(run.workdir, "eval_results.json")):
+      gpath.atomic_write(done_path, json.dumps({
+          "command": run.command(), "seconds": time.time() - start,
+          "run": dataclasses.asdict(run)}, indent=2))
     else:
       failed.append(run.name)
       print(f"[{i}/{len(runs)}] {run.name}: FAILED (exit status {rc}; its log: "

@@ -19,6 +19,7 @@ import shlex
 import sys
 
 import configs as _configs
+from data_pipelines import gpath
 
 PROTOCOLS = ("zero_shot", "few_shot", "base_to_novel", "k400", "charades")
 DATASETS = {  # protocol -> (data sets it knows, those it runs by default)
@@ -68,8 +69,9 @@ class Run:
 
   def argv(self) -> list[str]:
     """The `python -m victr_jax.main` command line of this run."""
-    cfg = os.path.join(os.path.dirname(_configs.__file__), self.config)
-    return [sys.executable, "-m", "victr_jax.main", f"--config={_short(cfg)}",
+    file, arg = self.config.split(":", 1)
+    cfg = _short(os.path.join(os.path.dirname(_configs.__file__), file))
+    return [sys.executable, "-m", "victr_jax.main", f"--config={cfg}:{arg}",
             f"--workdir={self.workdir}", f"--mode={'train_and_eval' if self.trains else 'eval'}",
             *self.extra]
 
@@ -91,7 +93,7 @@ def _peer_list(o: Options, *parts) -> str:
   if not o.lists:
     return ""
   path = os.path.join(o.lists, *parts)
-  if not os.path.isfile(path):
+  if not gpath.isfile(path):
     raise ValueError(f"--lists: {path} does not exist (expected ViFi-CLIP's datasets_splits/ "
                      "layout)")
   return path

@@ -11,10 +11,10 @@ from `published.json` (each with its paper and table); where none was found in a
 we can cite, the cell stays empty too.
 """
 import collections
-import glob
 import json
 import os
 
+from data_pipelines import gpath
 from victr_jax import metrics
 from victr_jax.reproduce.plan import TABLE_NAME
 
@@ -29,10 +29,9 @@ ZERO_SHOT_GROUPS = {"hmdb51": "hmdb51", "ucf101": "ucf101", "k600": "kinetics600
 
 def _results(run) -> dict | None:
   path = os.path.join(run.workdir, "eval_results.json")
-  if not os.path.exists(os.path.join(run.workdir, "reproduce.json")) or not os.path.exists(path):
+  if not gpath.exists(os.path.join(run.workdir, "reproduce.json")) or not gpath.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(gpath.read_text(path))
 
 
 def _values(run, res: dict) -> dict[tuple, dict[str, list[float]]]:
@@ -56,9 +55,10 @@ def finished_runs(out: str) -> list:
   """The runs finished under `out` (their reproduce.json), in name order."""
   from victr_jax.reproduce.plan import Run  # pylint: disable=g-import-not-at-top
   found = []
-  for path in sorted(glob.glob(os.path.join(out, "**", "reproduce.json"), recursive=True)):
-    with open(path) as f:
-      meta = json.load(f).get("run")
+  paths = [os.path.join(folder, "reproduce.json") for folder, _, files in gpath.walk(out)
+           if "reproduce.json" in files] if gpath.isdir(out) else []
+  for path in sorted(paths):
+    meta = json.loads(gpath.read_text(path)).get("run")
     if meta:
       found.append(Run(**{**meta, "extra": tuple(meta.get("extra", ()))}))
   return found
@@ -163,11 +163,10 @@ def markdown(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out: str) -> tuple[str, str]:
   """Writes out/table.md and out/table.json; returns their paths."""
-  from data_pipelines import fileio  # pylint: disable=g-import-not-at-top
   md, js = os.path.join(out, "table.md"), os.path.join(out, "table.json")
   intro = ("Ours: mean ± sample std (ddof 1) over splits (zero-shot) or seeds, n beside it; "
            "base-to-novel HM from the mean base and novel accuracies. Empty: not run, or no "
            "published number found in a source we can cite.\n\n")
-  fileio.atomic_write(md, "# victr-reproduce\n\n" + intro + markdown(rows))
-  fileio.atomic_write(js, json.dumps({"rows": rows}, indent=2) + "\n")
+  gpath.atomic_write(md, "# victr-reproduce\n\n" + intro + markdown(rows))
+  gpath.atomic_write(js, json.dumps({"rows": rows}, indent=2) + "\n")
   return md, js
