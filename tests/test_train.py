@@ -57,11 +57,10 @@ def _tiny(c, workdir_data):
   return c
 
 
-# zero_shot, few_shot (HMDB51, UCF101), base_to_novel, k400 and charades also run end to
-# end, from victr-prepare'd official layouts, in tests/test_reproduce.py.
-CONFIGS = [("demo", ""), ("demo", "setting=base_to_novel"), ("demo", "variant=mean_pool"),
-           ("demo", "variant=no_aux"), ("demo", "variant=clip_zero_shot"),
-           ("few_shot", "dataset=ssv2,shots=4")]
+# zero_shot, few_shot (HMDB51), base_to_novel, k400 and charades run end to end, from
+# victr-prepare'd official layouts, in tests/test_reproduce.py; demo.py's victr (both
+# settings), no_aux, clip_zero_shot and classifier_visual in tests/test_demo.py.
+CONFIGS = [("demo", "variant=mean_pool"), ("few_shot", "dataset=ssv2,shots=4")]
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostme
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import demo as demo_config_module  # noqa: E402
@@ -277,6 +278,7 @@ def main(argv=None) -> int:
   # variants that only change values) and a second run of the job load them from disk.
   jax.config.update("jax_compilation_cache_dir", os.path.join(wd, "xla_cache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  compilation_cache.reset_cache()  # a cache this process already opened elsewhere is closed
   _log(f"victr-jax main job -> {wd} ({jax.device_count()} x {jax.devices()[0].device_kind})")
 
   data_dir = os.path.join(wd, "data")

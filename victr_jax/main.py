@@ -8,6 +8,7 @@ command on each host; on TPU pods jax.distributed initialises itself; elsewhere 
 --coordinator=HOST:PORT --num_processes=N --process_id=I).
 """
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -25,12 +26,22 @@ _PID = flags.DEFINE_integer("process_id", 0, "multi-host: this process's index")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _on_tpu_vm() -> bool:
+  """A Cloud TPU VM, whose workers jax.distributed finds by itself. Its TPU_ACCELERATOR_TYPE
+  names a slice ('v5litepod-16', 'v4-8'); elsewhere libtpu's initialisation may leave a
+  warning text in that variable, which a child process must not read as a TPU."""
+  if "cpu" == os.environ.get("JAX_PLATFORMS", "").strip():
+    return False
+  return (re.fullmatch(r"v\d\w*-\d+", os.environ.get("TPU_ACCELERATOR_TYPE", "")) is not None
+          or os.environ.get("CLOUD_TPU_TASK_ID", "").isdigit())
+
+
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   if _COORD.value:
     jax.distributed.initialize(_COORD.value, _NPROC.value, _PID.value)
-  elif os.environ.get("TPU_ACCELERATOR_TYPE") or os.environ.get("CLOUD_TPU_TASK_ID"):
+  elif _on_tpu_vm():
     jax.distributed.initialize()
   from victr_jax import train  # pylint: disable=g-import-not-at-top
   logging.info("config:\n%s", _CONFIG.value)

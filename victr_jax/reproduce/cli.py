@@ -51,9 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--datasets", type=_csv(str), default=(),
                  help="comma-separated (default: each protocol's: " + "; ".join(
                      f"{k} {','.join(v[1])}" for k, v in plan_lib.DATASETS.items()) + ")")
-  p.add_argument("--variants", type=_csv(str), default=("victr", "mean_pool", "clip_zero_shot"))
-  p.add_argument("--shots", type=_csv(int), default=(2, 4, 8, 16))
-  p.add_argument("--seeds", type=_csv(int), default=(1, 2, 3))
+  p.add_argument("--variants", type=_csv(str), default=("victr", "mean_pool", "clip_zero_shot"),
+                 help="comma-separated config_lib.VARIANTS (baselines and ablations; default "
+                 "victr,mean_pool,clip_zero_shot)")
+  p.add_argument("--shots", type=_csv(int), default=(2, 4, 8, 16), help="few-shot K values")
+  p.add_argument("--seeds", type=_csv(int), default=(1, 2, 3), help="few-shot and "
+                 "base-to-novel seeds (zero-shot, K400, Charades run the first)")
   p.add_argument("--lists", default="", help="the peers' split folder (ViFi-CLIP's "
                  "datasets_splits/): its few-shot, base-to-novel and Kinetics-600 lists "
                  "replace our own draws")
