@@ -90,7 +90,9 @@ def test_dry_run_counts_steps_from_lists_and_manifests(mini, tmp_path, capsys):
 
 
 def _reproduce(out, *argv, **popen):
-  cmd = [sys.executable, "-m", "victr_jax.reproduce.cli", *argv, "--workdir", out, *SMALL]
+  """victr-reproduce, the console script setup.py installs, as a user runs it."""
+  script = os.path.join(os.path.dirname(sys.executable), "victr-reproduce")
+  cmd = [script, *argv, "--workdir", out, *SMALL]
   return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           **popen)
 
