@@ -127,12 +127,13 @@ def check_clip_checkpoint(cfg, ckpt_cfg: clip_config.CLIPConfig, path: str,
         f"{cfg.get('clip_act', '')!r}) runs {c.act!r}: set model.clip_act={ckpt_cfg.act!r}{fix}")
   if ckpt_cfg != c:
     try:
-      theirs = f"a {preset_of(ckpt_cfg)} CLIP"
+      name = preset_of(ckpt_cfg)
+      theirs, fix = f"a {name} CLIP", f", or name {name!r}"
     except ValueError:
-      theirs = f"a CLIP of {ckpt_cfg}"
+      theirs, fix = f"a CLIP of {ckpt_cfg}", ""
     raise ValueError(f"config field model.clip: clip_checkpoint {path} is {theirs}, but the "
                      f"config names model.clip={cfg.clip!r} ({c}); leave the config's model= "
-                     f"argument out to take the checkpoint's, or name {theirs.split()[1]!r}")
+                     f"argument out to take the checkpoint's{fix}")
 
 
 def validate(cfg) -> None:

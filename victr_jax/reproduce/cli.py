@@ -16,7 +16,7 @@ one failed, 2 for bad arguments.
 """
 import argparse
 import dataclasses
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -71,11 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_config(run):
   """The run's config as victr_jax.main would build it (without reading weights)."""
   from victr_jax import config_lib  # pylint: disable=g-import-not-at-top
-  path, arg = run.argv()[3][len("--config="):].split(":", 1)
-  spec = importlib.util.spec_from_file_location("victr_reproduce_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
+  file, arg = run.config.split(":", 1)
+  c = importlib.import_module(f"configs.{file.removesuffix('.py')}").get_config(arg)
   for a in run.extra:
     field, value = a[len("--config."):].split("=", 1)
     config_lib.set_field(c, field, value, from_text=True)
@@ -128,10 +125,14 @@ def dry_run(runs, args) -> int:
   if args.topology and gpath.exists(cache_path):
     cache = json.loads(gpath.read_text(cache_path))
   total_steps, device_s = 0, 0.0
+  ccfg = None
+  if args.clip:  # read once: every run's model follows it
+    from victr_jax import clip  # pylint: disable=g-import-not-at-top
+    ccfg, _ = clip.load_params(args.clip)
   for i, run in enumerate(runs, 1):
     config = _load_config(run)
-    if args.clip and config.model.get("clip_from_checkpoint"):
-      config = _with_clip_of(config, args.clip)
+    if ccfg is not None:
+      config = config_lib.adopt_clip(config, ccfg, args.clip)
     steps, how = 0, "evaluation only"
     if run.trains:
       n, how = train_size(config)
@@ -154,12 +155,6 @@ def dry_run(runs, args) -> int:
       f", {device_s / 3600:.1f} chip-hours on {args.topology} (roofline bound of the train "
       "steps; evaluation not counted)" if args.topology else ""), flush=True)
   return 0
-
-
-def _with_clip_of(config, path: str):
-  from victr_jax import clip, config_lib  # pylint: disable=g-import-not-at-top
-  ccfg, _ = clip.load_params(path)
-  return config_lib.adopt_clip(config, ccfg, path)
 
 
 # The lines of a run's output shown on the console (all of it goes to its log).
