@@ -33,6 +33,7 @@ PLACES = ("left", "right", "top", "bottom")
 PLACE_MARGIN = 0.12  # a frame caption names a side only when the centre is this far from 0.5
 BACKGROUNDS = ("dark background", "light background", "noisy background", "striped background")
 SPLIT_SEEDS = {"train": 0, "test": 1, "val": 2, "pretrain": 3}
+KINDS = ("actions", "sequences")  # one motion per video | two motions in turn (multi-label)
 VERSION = 4  # of the generator: 4 = test videos in reverse pairs; 3 = motions named by where
 # they end (2: "moving left", ...)
 PAIRED_SPLITS = ("test",)  # each video of a motion comes with its time reversal (see generate)
@@ -79,6 +80,11 @@ class Video:
   background: str
   centres: np.ndarray = None  # (T, 2) x, y in [0, 1]
   radii: np.ndarray = None  # (T,)
+  labels: tuple = ()  # every class the video shows (KINDS 'sequences'); () -> (label,)
+
+  @property
+  def all_labels(self) -> list[int]:
+    return list(self.labels) or [self.label]
 
   def frame_attributes(self, t: int) -> dict:
     """What frame t shows, as words: size, colour, shape, place, background."""
@@ -206,6 +212,74 @@ def reversed_video(v: Video, label: int) -> Video:
                              radii=v.radii[::-1].copy())
 
 
+SEQUENCE_TRAVEL = 0.3  # distance of a position step, and size change of a size step
+
+
+def render_sequence(colour: str, motions: tuple[str, str], rng: np.random.Generator,
+                    num_frames: int = 16, size: int = 64) -> Video:
+  """One video of the multi-label kind: a shape of `colour` does motions[0] over the first
+  half of the frames, then motions[1] (of another axis) from where it got to. Labelled with
+  both classes (colour, motion); the path is centred so that it stays inside the frame."""
+  names = classes()
+  shape = SHAPES[int(rng.integers(len(SHAPES)))]
+  bg_kind = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+  bg = _background(bg_kind, size, rng)
+  ms = [MOTIONS.index(m) for m in motions]
+  if ms[0] // 2 == ms[1] // 2:
+    raise ValueError(f"render_sequence: motions {motions} are on one axis")
+  d = SEQUENCE_TRAVEL * rng.uniform(0.85, 1.0)
+  sign = {0: (0, -1), 1: (0, 1), 2: (1, -1), 3: (1, 1)}  # motion -> (axis x/y, direction)
+  half = num_frames // 2
+  u = np.concatenate([np.linspace(0.0, 1.0, half), np.ones(num_frames - half)])  # step 1
+  v = np.concatenate([np.zeros(half), np.linspace(0.0, 1.0, num_frames - half)])  # step 2
+  pos = np.full((num_frames, 2), 0.5) + rng.uniform(-0.05, 0.05, 2)
+  lo, hi = rng.uniform(0.07, 0.1), rng.uniform(0.26, 0.3)
+  r = np.full(num_frames, rng.uniform(0.15, 0.22))
+  for m, w in zip(ms, (u, v)):
+    if m < 4:
+      axis, direction = sign[m]
+      pos[:, axis] += direction * d * (w - 0.5)  # centred: from -d/2 to +d/2 of the start
+    else:
+      r = lo + (hi - lo) * w if m == 4 else hi - (hi - lo) * w
+  col = np.asarray(COLOURS[colour], np.float32)
+  frames = np.empty((num_frames, size, size, 3), np.uint8)
+  for i in range(num_frames):
+    img = bg.copy()
+    img[_mask(shape, pos[i, 0], pos[i, 1], r[i], size)] = col
+    img += rng.normal(0, 4, img.shape)
+    frames[i] = np.clip(img, 0, 255).astype(np.uint8)
+  labels = tuple(names.index(f"a {colour} shape {m}") for m in motions)
+  return Video(frames, labels[0], shape, " then ".join(motions), colour, bg_kind, pos, r,
+               labels)
+
+
+def reversed_sequence(v: Video) -> Video:
+  """v played backwards: each step's motion reversed, in the opposite order."""
+  rev = lambda c: c + 1 if c % 2 == 0 else c - 1  # a motion's reverse: its pair partner
+  labels = tuple(rev(c) for c in v.labels[::-1])
+  return dataclasses.replace(v, frames=v.frames[::-1].copy(), label=labels[0], labels=labels,
+                             motion=" then ".join(class_parts(c)[1] for c in labels),
+                             centres=v.centres[::-1].copy(), radii=v.radii[::-1].copy())
+
+
+def generate_sequences(split: str, per_class: int, num_frames: int = 16, size: int = 64,
+                       seed: int = 0) -> Iterator[Video]:
+  """per_class x 9 videos of render_sequence (each class a positive about per_class times:
+  every video has 2 of the 18), colour and the ordered pair of motions (of different axes)
+  drawn at random. In PAIRED_SPLITS every second video is the one before played backwards,
+  so frame averaging gives a video and its reverse the same scores."""
+  rng = np.random.default_rng([seed, SPLIT_SEEDS.get(split, 9), 7])
+  pairs = [(a, b) for a in MOTIONS for b in MOTIONS if MOTIONS.index(a) // 2 != MOTIONS.index(b) // 2]
+  prev = None
+  for i in range(per_class * len(classes()) // 2):
+    if split in PAIRED_SPLITS and i % 2:
+      yield reversed_sequence(prev)
+      continue
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    prev = render_sequence(colour, pairs[int(rng.integers(len(pairs)))], rng, num_frames, size)
+    yield prev
+
+
 def generate(split: str, per_class: int, num_frames: int = 16, size: int = 64,
              seed: int = 0, class_ids=None) -> Iterator[Video]:
   """`per_class` videos of every class (or of `class_ids`), deterministic in (seed, split).
@@ -231,22 +305,28 @@ def generate(split: str, per_class: int, num_frames: int = 16, size: int = 64,
 
 def write(out_dir: str, per_class: dict[str, int], num_frames: int = 16, size: int = 64,
           seed: int = 0, num_shards: int = 2, fmt: str = "tfrecord",
-          jpeg_quality: int = 90) -> dict:
+          jpeg_quality: int = 90, kind: str = "actions") -> dict:
   """Writes DMVR record shards per split plus classes.txt, aux vocabulary, base/novel
-  class lists and manifest.json into out_dir. Returns the manifest."""
+  class lists and manifest.json into out_dir. Returns the manifest. kind (KINDS): one
+  motion per video, or 'sequences' (generate_sequences: two labels per video)."""
+  if kind not in KINDS:
+    raise ValueError(f"synthetic kind {kind!r}: expected one of {KINDS}")
   gpath.makedirs(out_dir)
   names = classes()
-  manifest = {"dataset": "synthetic_actions", "version": VERSION, "seed": seed,
+  videos = generate_sequences if kind == "sequences" else generate
+  manifest = {"dataset": "synthetic_actions", "kind": kind, "version": VERSION, "seed": seed,
               "num_frames": num_frames, "size": size, "classes": len(names),
               "class_names": names, "splits": {}}
   for split, n in per_class.items():
     for old in gpath.glob(os.path.join(out_dir, f"{split}.*")):  # an earlier generation's
       gpath.remove(old)
     recs = (records.VideoRecord([video_io.encode_jpeg(f, jpeg_quality) for f in v.frames],
-                                [v.label], [names[v.label]], f"{split}_{i:06d}")
-            for i, v in enumerate(generate(split, n, num_frames, size, seed)))
+                                v.all_labels, [names[c] for c in v.all_labels],
+                                f"{split}_{i:06d}")
+            for i, v in enumerate(videos(split, n, num_frames, size, seed)))
     paths = records.write_shards(recs, os.path.join(out_dir, split), num_shards, fmt)
-    manifest["splits"][split] = {"videos": n * len(names), "per_class": n,
+    count = n * len(names) // (2 if kind == "sequences" else 1)
+    manifest["splits"][split] = {"videos": count, "per_class": n,
                                  "shards": [os.path.basename(p) for p in paths]}
   gpath.atomic_write(os.path.join(out_dir, "classes.txt"), "\n".join(names) + "\n")
   phrases, cats, cat_names = aux_vocab()
@@ -260,12 +340,13 @@ def write(out_dir: str, per_class: dict[str, int], num_frames: int = 16, size: i
 
 
 def written_as(out_dir: str, per_class: dict[str, int], num_frames: int, size: int,
-               seed: int) -> bool:
+               seed: int, kind: str = "actions") -> bool:
   """Whether out_dir holds records this generator would write with these settings."""
   try:
     m = json.loads(gpath.read_text(os.path.join(out_dir, "manifest.json")))
   except (OSError, ValueError):
     return False
   return (m.get("version") == VERSION and m.get("class_names") == classes() and
+          m.get("kind", "actions") == kind and
           (m.get("seed"), m.get("num_frames"), m.get("size")) == (seed, num_frames, size) and
           {k: v.get("per_class") for k, v in m.get("splits", {}).items()} == dict(per_class))

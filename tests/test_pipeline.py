@@ -194,3 +194,39 @@ def test_test_videos_come_in_reverse_pairs_so_frame_averages_score_half_on_direc
   scores = demo.motion_scores(confusion)
   for axis, acc in scores["direction_accuracy_per_axis"].items():
     assert acc == 0.5, (axis, acc)
+
+
+def test_synthetic_sequences_are_two_motions_in_turn_with_reverse_pairs(tmp_path):
+  """The multi-label kind: a shape does one motion, then one of another axis, labelled
+  with both classes (one colour); in the test split every second video is the one before
+  played backwards, labelled with the reversed motions; the records carry both labels and
+  the pipeline makes them multi-hot."""
+  vids = list(synthetic.generate_sequences("test", 2, num_frames=8, size=16))
+  assert len(vids) == 9 * 2
+  names = synthetic.classes()
+  for a, b in zip(vids[::2], vids[1::2]):
+    assert len(a.labels) == 2 and len({synthetic.class_parts(c)[0] for c in a.labels}) == 1
+    axes = [(c % 6) // 2 for c in a.labels]
+    assert axes[0] != axes[1]
+    np.testing.assert_array_equal(b.frames, a.frames[::-1])
+    assert [c % 6 for c in b.labels] == [(c % 6) ^ 1 for c in a.labels[::-1]]
+  v = vids[0]
+  first, second = v.labels
+  for c, (t0, t1) in ((first, (0, 3)), (second, (4, 7))):  # where each step moves
+    m = c % 6
+    if m < 4:  # left/right: x; top/bottom: y; towards smaller coordinates for even m
+      delta = v.centres[t1, m // 2] - v.centres[t0, m // 2]
+      assert (delta < -0.1) if m % 2 == 0 else (delta > 0.1), (names[c], delta)
+    else:
+      delta = v.radii[t1] - v.radii[t0]
+      assert (delta > 0.1) if m == 4 else (delta < -0.1), (names[c], delta)
+  assert (v.centres > 0.2).all() and (v.centres < 0.8).all()
+  man = synthetic.write(str(tmp_path), {"test": 2}, num_frames=8, size=16, kind="sequences")
+  assert man["kind"] == "sequences" and man["splits"]["test"]["videos"] == 18
+  assert synthetic.written_as(str(tmp_path), {"test": 2}, 8, 16, 0, "sequences")
+  assert not synthetic.written_as(str(tmp_path), {"test": 2}, 8, 16, 0, "actions")
+  src = records.RecordSource(str(tmp_path / "test*"))
+  assert sorted(records.as_record(src[0]).labels) == sorted(vids[0].labels)
+  batch = next(iter(pipeline.eval_dataset(src, _cfg(num_classes=18, eval_batch_size=4,
+                                                   multi_label=True))))
+  assert batch["label"].shape == (4, 18) and (batch["label"].sum(1) == 2).all()

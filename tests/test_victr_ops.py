@@ -82,11 +82,13 @@ def test_attention_ops(name, data):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("fn", ["softmax", "sigmoid"])
-def test_affinity_reweight(fn, data):
+@pytest.mark.parametrize("fn,pooled", [("softmax", False), ("sigmoid", False),
+                                       ("softmax", True)])
+def test_affinity_reweight(fn, pooled, data):
+  """Each frame's tokens scaled (default), or the pooled tokens (reweight_pooled)."""
   x = data[2]
-  got_x, got_a = H.affinity_reweight(jnp.asarray(x, jnp.float32), fn, SCALE)
-  want_x, want_a = ref.affinity_reweight(x, fn, SCALE)
+  got_x, got_a = H.affinity_reweight(jnp.asarray(x, jnp.float32), fn, SCALE, pooled=pooled)
+  want_x, want_a = ref.affinity_reweight(x, fn, SCALE, pooled=pooled)
   np.testing.assert_allclose(got_a, want_a, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got_x, want_x, rtol=1e-4, atol=1e-5)
 
@@ -95,13 +97,14 @@ def test_temporal_pool(data):
   np.testing.assert_allclose(H.temporal_pool(jnp.asarray(data[2])), data[2].mean(1), atol=1e-6)
 
 
-def test_aggregate_auxiliary(rng):
+@pytest.mark.parametrize("rule", ["softmax", "mean"])
+def test_aggregate_auxiliary(rule, rng):
   m, k = 6, 4  # category 3 is empty: zeros
   zv, zx = rng.standard_normal((B, D)), rng.standard_normal((B, m, D))
   cats = np.array([0, 2, 0, 1, 2, 2])
-  got = H.aggregate_auxiliary(*_f32(zv, zx), jnp.asarray(cats), k, SCALE)
-  np.testing.assert_allclose(got, ref.aggregate_auxiliary(zv, zx, cats, k, SCALE), rtol=1e-4,
-                             atol=1e-5)
+  got = H.aggregate_auxiliary(*_f32(zv, zx), jnp.asarray(cats), k, SCALE, rule)
+  np.testing.assert_allclose(got, ref.aggregate_auxiliary(zv, zx, cats, k, SCALE, rule),
+                             rtol=1e-4, atol=1e-5)
   assert np.all(np.asarray(got)[:, 3] == 0)
 
 
@@ -117,8 +120,9 @@ def test_affinity_logits(with_aux, aux_scale, rng):
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("new", [False, True], ids=["old_defaults", "new_defaults"])
-def test_whole_head_against_numpy(new, rng):
+@pytest.mark.parametrize("new,pooled", [(False, False), (True, False), (True, True)],
+                         ids=["old_defaults", "new_defaults", "reweight_pooled"])
+def test_whole_head_against_numpy(new, pooled, rng):
   """The head's wiring (embeddings, layer order, pooling, gates) equals the composition of
   the numpy operations, with non-zero gates and two layers; with the old affinity and link
   (CLIP scale on raw cosines, raw gate) and the new ones (z-scored cosines by group with a
@@ -127,7 +131,8 @@ def test_whole_head_against_numpy(new, rng):
   f, e = rng.standard_normal((B, T, D)), rng.standard_normal((J, D))
   opts = dict(affinity_standardize=new, affinity_temperature=0.7 if new else 0.0,
               gate_norm_matched=new, temporal_relative=new)
-  module = H.VicTRHead(num_classes_text=n, num_layers=2, num_heads=HEADS, num_frames=T, **opts)
+  module = H.VicTRHead(num_classes_text=n, num_layers=2, num_heads=HEADS, num_frames=T,
+                       reweight_pooled=pooled, **opts)
   params = nn.unbox(module.init(jax.random.key(0), *_f32(f, e), SCALE)["params"])
   params = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(v.size), v.shape),
                         params)
@@ -136,7 +141,7 @@ def test_whole_head_against_numpy(new, rng):
   video, action, aux, affs = ref.head(p64, f, e, n, SCALE, HEADS, "softmax",
                                       opts["affinity_standardize"],
                                       opts["affinity_temperature"], opts["gate_norm_matched"],
-                                      opts["temporal_relative"])
+                                      opts["temporal_relative"], pooled)
   assert abs(float(p64["gate_video"])) > 0.01 and abs(float(p64["gate_text"])) > 0.01
   np.testing.assert_allclose(out["video"], video, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(out["action_text"], action, rtol=1e-4, atol=1e-4)

@@ -99,13 +99,14 @@ def joint(x, p, heads):
   return out
 
 
-def affinity_reweight(x, fn, scale, standardize=False, groups=None):
+def affinity_reweight(x, fn, scale, standardize=False, groups=None, pooled=False):
   v, s = x[:, :, 0], x[:, :, 1:]
   sbar = s.mean(axis=1)
   cos = np.einsum("btw,bjw->btj", norm(v), norm(sbar))
   a = g(cos, fn, scale, standardize, groups)
   out = x.copy()
-  out[:, :, 1:] = s * a[..., None]
+  for t in range(x.shape[1]):  # each frame's own tokens, or the pooled ones
+    out[:, t, 1:] = (sbar if pooled else s[:, t]) * a[:, t, :, None]
   return out, a
 
 
@@ -116,7 +117,7 @@ def mlp(x, p):
   return h @ p["c_proj"]["kernel"] + p["c_proj"]["bias"]
 
 
-def aggregate_auxiliary(zv, zx, cats, k, scale):
+def aggregate_auxiliary(zv, zx, cats, k, scale, rule="softmax"):
   b, m, d = zx.shape
   zc = np.zeros((b, k, d))
   for i in range(b):
@@ -125,7 +126,7 @@ def aggregate_auxiliary(zv, zx, cats, k, scale):
       if not idx:
         continue
       logit = np.array([scale * norm(zv[i]) @ norm(zx[i, j]) for j in idx])
-      w = np.exp(logit - logit.max())
+      w = np.exp(logit - logit.max()) if rule == "softmax" else np.ones(len(idx))
       w /= w.sum()
       zc[i, c] = sum(wj * zx[i, j] for wj, j in zip(w, idx))
   return zc
@@ -150,7 +151,7 @@ def gated_link(clip, head_out, gate, norm_matched):
 
 
 def head(p, f, e, n, scale, heads, fn="softmax", standardize=False, temperature=0.0,
-         norm_matched=False, temporal_relative=False):
+         norm_matched=False, temporal_relative=False, pooled=False):
   """The whole head (1+ layers, divided attention, gated residual, width D)."""
   scale = scale if temperature <= 0 else 1.0 / temperature
   groups = (n, e.shape[0] - n)
@@ -166,7 +167,7 @@ def head(p, f, e, n, scale, heads, fn="softmax", standardize=False, temperature=
     lp = p[f"layers_{i}"]
     x = cross_modal(x, lp["cross_modal"], heads)
     x = temporal(x, lp["temporal"], heads)
-    x, a = affinity_reweight(x, fn, scale, standardize, groups)
+    x, a = affinity_reweight(x, fn, scale, standardize, groups, pooled)
     affs.append(a)
     x = x + mlp(layer_norm(x, lp["ln_mlp"]), lp["mlp"])
     i += 1

@@ -87,6 +87,13 @@ VARIANTS = {
     "classifier_visual": {"model.head.classifier": "visual"},
     "clip_zero_shot": {"model.name": "clip_zero_shot", "num_train_steps": -1},
     "mean_pool": {"model.name": "mean_pool"},
+    # The paper's structure with the fewest of our additions (docs/method.md, section 11):
+    # no gated link to CLIP (so no norm matching), g = J softmax(s cos) on raw cosines, the
+    # auxiliary term unscaled with gamma starting at 1, a small absolute temporal embedding.
+    "paper": {"model.head.gated_residual": False, "model.head.gate_norm_matched": False,
+              "model.head.affinity_standardize": False, "model.head.affinity_temperature": 0.0,
+              "model.head.aux_logit_scale": False, "model.head.gamma_init": 1.0,
+              "model.head.temporal_init_std": 0.02, "model.head.temporal_relative": False},
 }
 
 
@@ -153,6 +160,7 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
       eval_batch_size=64, num_test_clips=1, num_test_crops=1, seed=0, num_threads=4,
       synthetic_dir="", synthetic_seed=0, synthetic_per_class={"train": 30, "test": 10},
       synthetic_frames=16, synthetic_size=64,
+      synthetic_kind="actions",  # 'actions' | 'sequences' (two motions in turn, 2 labels)
       test_resize=0,  # short side before the test crops; 0: image_size
       color_jitter=0.0, grayscale=0.0))  # per-clip probabilities (train); 0: off
   c.evals = ml_collections.ConfigDict()

@@ -163,12 +163,13 @@ def ensure_synthetic(dcfg, per_class: dict, num_frames=16, size=64) -> str:
   import jax  # pylint: disable=g-import-not-at-top
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
   out = dcfg.synthetic_dir
-  seed = dcfg.synthetic_seed
-  if jax.process_index() == 0 and not synthetic.written_as(out, per_class, num_frames, size, seed):
+  seed, kind = dcfg.synthetic_seed, dcfg.get("synthetic_kind", "actions")
+  if jax.process_index() == 0 and not synthetic.written_as(out, per_class, num_frames, size,
+                                                           seed, kind):
     if gpath.exists(os.path.join(out, "manifest.json")):
       print(f"synthetic_actions in {out} were written with other settings or an older "
             "generator: writing them again", flush=True)
-    synthetic.write(out, per_class, num_frames=num_frames, size=size, seed=seed)
+    synthetic.write(out, per_class, num_frames=num_frames, size=size, seed=seed, kind=kind)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices("synthetic_actions written")
   return out

@@ -14,6 +14,7 @@ CHOICES = {
     "head.attention": ("divided", "joint"),
     "head.affinity_fn": ("softmax", "sigmoid", "none"),
     "head.classifier": ("affinity", "text", "visual"),
+    "head.aux_aggregation": ("softmax", "mean"),
     "head.video_embedding": ("victr", "clip"),
     "head.text_embedding": ("victr", "clip"),
     "dtype": ("float32", "bfloat16"),
@@ -57,11 +58,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       attention="divided",         # 'divided' (cross-modal then temporal) | 'joint'
       token_boosting=True,
       affinity_reweighting=True,
+      reweight_pooled=False,       # re-weighting scales each frame's text tokens (False) or
+                                   # the tokens pooled over time (True)
       affinity_fn="softmax",       # g: 'softmax' | 'sigmoid' | 'none'
       affinity_standardize=True,   # g on z-scored cosines, class and auxiliary prompts apart
       affinity_temperature=0.5,    # g's temperature; 0: the CLIP logit scale (raw cosines)
       classifier="affinity",       # 'affinity' | 'text' | 'visual'
       aux_text=True,
+      aux_aggregation="softmax",   # per category: softmax_j(s cos(zv, zx_j)) | 'mean'
+      gamma_init=0.0,              # the auxiliary weights' start (0: the term starts off)
       video_embedding="victr",     # 'victr' | 'clip' (frame mean), paper Table 1
       text_embedding="victr",      # 'victr' | 'clip', paper Table 1
       gated_residual=True,         # zero-initialised gate to the CLIP embeddings

@@ -13,9 +13,10 @@ in k categories, J = n + m text tokens, D the CLIP embedding size, W the head wi
   TemporalAttention     attention over t for each token position, shared
   (clip.model.blocked_attention: the same attention, `block` queries at a time)
   affinity_reweight     a[b,t,j] = g(<v^[b,t], ubar^[b,j]>);  u[b,t,j] *= a
+                        (reweight_pooled: u[b,t,j] = a ubar[b,j])
   temporal_pool         mean over t
   gated_link            clip + gate |clip| head^ (zero gates: the model starts as CLIP)
-  aggregate_auxiliary   zc[b,c] = sum_{j in c} softmax_j(s <zv^, zx^[j]>) zx[b,j]
+  aggregate_auxiliary   zc[b,c] = sum_{j in c} softmax_j(s <zv^, zx^[j]>) zx[b,j] (or the mean)
   affinity_logits       s <zv^, za^[i]> + s_aux sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]>
 """
 from typing import Any, Optional
@@ -196,15 +197,18 @@ class JointAttention(nn.Module):
 
 
 def affinity_reweight(x: jax.Array, fn: str, scale, standardize: bool = False,
-                      groups=None) -> tuple[jax.Array, jax.Array]:
+                      groups=None, pooled: bool = False) -> tuple[jax.Array, jax.Array]:
   """Split visual v[b,t] = x[b,t,0] and text u[b,t,j] = x[b,t,1+j]; pool text over time
-  ubar[b,j]; a[b,t,j] = g(<v^[b,t], ubar^[b,j]>); u *= a; re-join.
+  ubar[b,j]; a[b,t,j] = g(<v^[b,t], ubar^[b,j]>); u[b,t,j] *= a[b,t,j] (each frame's own
+  token), or with `pooled` u[b,t,j] = a[b,t,j] ubar[b,j] (the pooled token, the other
+  reading of "pool over time, then re-weight"); re-join.
   x (B, T, 1+J, W) -> (x', a (B, T, J))."""
   v, u = x[:, :, 0], x[:, :, 1:]
   ubar = u.astype(jnp.float32).mean(axis=1)
   cos = jnp.einsum("btw,bjw->btj", l2_normalize(v.astype(jnp.float32)), l2_normalize(ubar))
   a = affinity_weights(cos, fn, scale, standardize, groups)
-  return jnp.concatenate([v[:, :, None], u * a[..., None].astype(u.dtype)], axis=2), a
+  target = jnp.broadcast_to(ubar[:, None].astype(u.dtype), u.shape) if pooled else u
+  return jnp.concatenate([v[:, :, None], target * a[..., None].astype(u.dtype)], axis=2), a
 
 
 class VicTRLayer(nn.Module):
@@ -219,6 +223,7 @@ class VicTRLayer(nn.Module):
   affinity_groups: Optional[tuple[int, ...]] = None  # (n, m), for standardize
   dtype: Dtype = jnp.float32
   attention_chunk: int = 0  # > 0: queries per step of each attention (blocked_attention)
+  reweight_pooled: bool = False  # affinity_reweight(pooled=...)
 
   @nn.compact
   def __call__(self, x, scale):
@@ -235,7 +240,7 @@ class VicTRLayer(nn.Module):
     a = None
     if self.reweight:
       x, a = affinity_reweight(x, self.affinity_fn, scale, self.affinity_standardize,
-                               self.affinity_groups)
+                               self.affinity_groups, self.reweight_pooled)
     b, t, n, w = x.shape
     h = LayerNorm(dtype=self.dtype, name="ln_mlp")(x)
     mlp = MLP(self.mlp_dim, "gelu", self.dtype, name="mlp")
@@ -258,13 +263,21 @@ def temporal_pool(x: jax.Array) -> jax.Array:
   return x.mean(axis=1)
 
 
+AGGREGATIONS = ("softmax", "mean")
+
+
 def aggregate_auxiliary(zv: jax.Array, zx: jax.Array, categories: jax.Array, k: int,
-                        scale) -> jax.Array:
+                        scale, rule: str = "softmax") -> jax.Array:
   """One embedding per semantic category: zc[b,c] = sum_{j in c} w[b,j] zx[b,j] with
-  w = softmax over the j in c of s <zv^, zx^[j]>. An empty category gives zeros.
+  w = softmax over the j in c of s <zv^, zx^[j]> (rule 'softmax'), or w = 1 / |c| (rule
+  'mean': the category's prompts alike, whatever the video). An empty category gives zeros.
   zv (B, D), zx (B, m, D), categories (m,) int in [0, k) -> zc (B, k, D)."""
+  if rule not in AGGREGATIONS:
+    raise ValueError(f"aux_aggregation={rule!r}: expected one of {AGGREGATIONS}")
   zv32, zx32 = zv.astype(jnp.float32), zx.astype(jnp.float32)
   logits = scale * jnp.einsum("bd,bjd->bj", l2_normalize(zv32), l2_normalize(zx32))
+  if rule == "mean":
+    logits = jnp.zeros_like(logits)
   member = jax.nn.one_hot(categories, k, dtype=jnp.bool_)  # (m, k)
   masked = jnp.where(member[None], logits[:, :, None], -jnp.inf)  # (B, m, k)
   mx = jnp.max(masked, axis=1, keepdims=True)
@@ -326,6 +339,7 @@ class VicTRHead(nn.Module):
   gate_norm_matched: bool = False  # gated_link(norm_matched=...)
   temporal_init_std: float = 0.02  # larger makes time visible to attention from the start
   temporal_relative: bool = False  # temporal embedding in units of the frames' RMS
+  reweight_pooled: bool = False  # re-weighting scales the pooled text tokens (affinity_reweight)
   dtype: Dtype = jnp.float32
   remat: bool = False  # rematerialise each layer (saves activation memory in training)
   attention_chunk: int = 0  # > 0: queries per step of each attention; 0: all at once
@@ -363,7 +377,8 @@ class VicTRHead(nn.Module):
     for i in range(self.num_layers):
       x, a = layer(self.num_heads, int(w * self.mlp_ratio), self.attention,
                    self.affinity_reweighting, self.affinity_fn, self.affinity_standardize,
-                   groups, self.dtype, self.attention_chunk, name=f"layers_{i}")(x, g_scale)
+                   groups, self.dtype, self.attention_chunk, self.reweight_pooled,
+                   name=f"layers_{i}")(x, g_scale)
       affinities.append(a if a is not None else jnp.ones_like(a0))
     x = LayerNorm(dtype=self.dtype, name="ln_post")(x)
     pooled = temporal_pool(x)  # (B, 1+J, W)

@@ -91,6 +91,7 @@ class VicTR(nn.Module):
         affinity_temperature=new["affinity_temperature"],
         gated_residual=hc.gated_residual, gate_norm_matched=new["gate_norm_matched"],
         temporal_init_std=new["temporal_init_std"], temporal_relative=new["temporal_relative"],
+        reweight_pooled=bool(hc.get("reweight_pooled", False)),
         dtype=dtype, remat=cfg.remat, attention_chunk=int(hc.get("attention_chunk", 0)),
         name="head")
     videos = int(hc.get("video_chunk", 0))
@@ -110,8 +111,10 @@ class VicTR(nn.Module):
     if hc.classifier == "affinity":
       gamma = None
       if use_aux:
-        zc = H.aggregate_auxiliary(zv, zx, aux_categories, hc.num_aux_categories, scale)
-        gamma = self.param("gamma", nn.initializers.zeros, (hc.num_aux_categories,))
+        zc = H.aggregate_auxiliary(zv, zx, aux_categories, hc.num_aux_categories, scale,
+                                   hc.get("aux_aggregation", "softmax"))
+        gamma = self.param("gamma", nn.initializers.constant(hc.get("gamma_init", 0.0)),
+                           (hc.num_aux_categories,))
       logits = H.affinity_logits(zv, za, zc, gamma, scale,
                                  scale if new["aux_logit_scale"] else 1.0)
     elif hc.classifier == "text":  # A shared linear scorer on each conditioned class text.
