@@ -273,6 +273,8 @@ def _pm(s, k, fmt="{:.2f}"):
   if not s:
     return "—"
   m, d = s["mean"][k], s["std"][k]
+  if m is None or (isinstance(m, float) and math.isnan(m)):
+    return "—"
   return (fmt.format(m) + " ± " + fmt.format(d)) if s["seeds"] > 1 else fmt.format(m)
 
 
@@ -287,7 +289,8 @@ def print_table(report):
       if not row["runs"]:
         continue
       first, sv = row["runs"][0], summarize(row["runs"])
-      gamma = "[" + ", ".join(f"{g:.2f}" for g in sv["mean"]["gamma"]) + "]"
+      g = sv["mean"]["gamma"]
+      gamma = "[" + ", ".join(f"{x:.2f}" for x in g) + "]" if isinstance(g, list) and g else "—"
       print(f"| {name} | {first['steps']} ({first['real_steps']}) | {first['lr']:.0e} / "
             f"{first['head_lr']:.0e} / {first['gate_lr']:.0e} | {variant} | {sv['seeds']} | "
             + " | ".join(_pm(sv, k, "{:.1%}") for k in (

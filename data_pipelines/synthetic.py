@@ -124,13 +124,22 @@ def describe(size=None, colour=None, shape=None, place=None, background=None) ->
   return text + (f" on a {background}" if background else "")
 
 
+MIRRORS = ("x", "y", "d")  # left-right, top-bottom, across the main diagonal (x <-> y)
+
+
 def mirrored(frame: np.ndarray, attrs: dict, axis: str) -> tuple[np.ndarray, dict]:
-  """A frame (S, S, 3) flipped left-right (axis 'x') or top-bottom ('y'), and its attributes
-  with the place mirrored to match ('top left' -> 'top right' for 'x'). A flipped triangle
-  points down: still called a triangle."""
-  swap = {"x": {"left": "right", "right": "left"}, "y": {"top": "bottom", "bottom": "top"}}[axis]
-  place = " ".join(swap.get(w, w) for w in attrs["place"].split())
-  return (frame[:, ::-1] if axis == "x" else frame[::-1]), dict(attrs, place=place)
+  """A frame (S, S, 3) flipped left-right (axis 'x'), top-bottom ('y') or across the main
+  diagonal ('d': x and y swapped, a place on one axis moved to the other), and its
+  attributes with the place mirrored to match ('top left' -> 'top right' for 'x', 'top
+  right' -> 'bottom left' for 'd'). A flipped triangle points down or sideways: still
+  called a triangle."""
+  swap = {"x": {"left": "right", "right": "left"}, "y": {"top": "bottom", "bottom": "top"},
+          "d": {"left": "top", "top": "left", "right": "bottom", "bottom": "right"}}[axis]
+  words = [swap.get(w, w) for w in attrs["place"].split()]
+  rows = [w for w in words if w in ("top", "bottom")]  # 'top left': the row word first
+  place = " ".join(rows + [w for w in words if w not in rows])
+  image = {"x": frame[:, ::-1], "y": frame[::-1], "d": frame.transpose(1, 0, 2)}[axis]
+  return image, dict(attrs, place=place)
 
 
 def frames_and_captions(split: str, n: int, size: int = 32, seed: int = 0,

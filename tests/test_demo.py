@@ -13,13 +13,15 @@ def test_motion_scores_on_hand_made_confusions():
   motion = np.arange(n) % 6
   perfect = np.eye(n)
   axes = dict.fromkeys(demo.AXES, 1.0)
-  assert demo.motion_scores(perfect) == {"motion_accuracy": 1.0, "direction_accuracy": 1.0,
+  assert demo.motion_scores(perfect) == {"motion_accuracy": 1.0, "axis_accuracy": 1.0,
+                                         "colour_accuracy": 1.0, "direction_accuracy": 1.0,
                                          "direction_accuracy_per_axis": axes}
   # Every video predicted as its reverse motion (same colour): axis right, direction wrong.
   reverse = np.zeros((n, n))
   for i in range(n):
     reverse[i, i + 1 if motion[i] % 2 == 0 else i - 1] = 1
-  assert demo.motion_scores(reverse) == {"motion_accuracy": 0.0, "direction_accuracy": 0.0,
+  assert demo.motion_scores(reverse) == {"motion_accuracy": 0.0, "axis_accuracy": 1.0,
+                                         "colour_accuracy": 1.0, "direction_accuracy": 0.0,
                                          "direction_accuracy_per_axis": dict.fromkeys(axes, 0.0)}
   # Wrong colour, right motion: motion right. Wrong axis: left out of direction accuracy.
   m = np.zeros((n, n))
@@ -30,6 +32,7 @@ def test_motion_scores_on_hand_made_confusions():
   m[5, 4] = 2      # red shrinking -> red growing (reverse)
   s = demo.motion_scores(m)
   assert np.isclose(s["motion_accuracy"], 5 / 9) and np.isclose(s["direction_accuracy"], 5 / 8)
+  assert np.isclose(s["axis_accuracy"], 8 / 9) and np.isclose(s["colour_accuracy"], 6 / 9)
   # Per axis, over the videos of that axis only: left/right 3 of 3 (the wrong-axis one left
   # out), top/bottom 0 of 1, growing/shrinking 2 of 4.
   assert s["direction_accuracy_per_axis"] == {"left_right": 1.0, "top_bottom": 0.0,
@@ -79,8 +82,9 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
   victr_row = [l for l in table.splitlines() if l.startswith("| VicTR | ")][0]
   v, b = rows["victr/full"], rows["victr/base_to_novel"]
   cell = lambda r, k: f"{100 * r['mean'][k]:.1f} ± {100 * r['std'][k]:.1f}"
-  assert victr_row == (f"| VicTR | 2/2 | {cell(v, 'top1')} | {cell(v, 'motion_accuracy')} | "
-                       f"{cell(v, 'direction_accuracy')} | {cell(b, 'base_top1')} | "
+  assert victr_row == (f"| VicTR | 2/2 | {cell(v, 'top1')} | {cell(v, 'axis_accuracy')} | "
+                       f"{cell(v, 'direction_accuracy')} | {cell(v, 'colour_accuracy')} | "
+                       f"{cell(b, 'base_top1')} | "
                        f"{cell(b, 'novel_top1')} | {cell(b, 'harmonic_mean')} |")
   for title in ("visual classifier (closed set)", "no auxiliary text"):
     assert [l for l in table.splitlines() if title in l][0].endswith("| — | — | — |")

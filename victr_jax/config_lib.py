@@ -164,6 +164,8 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
       test_resize=0,  # short side before the test crops; 0: image_size
       color_jitter=0.0, grayscale=0.0))  # per-clip probabilities (train); 0: off
   c.evals = ml_collections.ConfigDict()
+  c.view_aggregation = ""  # test views combined by metrics.aggregate_views: '' = the mean of
+  # softmax (multi-label: sigmoid) probabilities, as the peers do; 'mean_logits', 'max'
   c.optim = ml_collections.ConfigDict(dict(
       lr=8e-6, warmup_steps=500, warmup_epochs=0.0, end_lr_ratio=0.0, b1=0.9, b2=0.98, eps=1e-8,
       weight_decay=0.001, visual_lr_mult=1.0, text_lr_mult=1.0, head_lr_mult=10.0,
@@ -321,7 +323,8 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
     raise ValueError(f"config field data.image_size={d.image_size} is not a multiple of the "
                      f"patch size {clip_cfg.patch_size}")
   for field, choices in (("sampling", ("stride", "segments")),
-                         ("train_aug", ("random_resized_crop", "scale_jitter", "none"))):
+                         ("train_aug", ("random_resized_crop", "scale_jitter", "none")),
+                         ("synthetic_kind", ("actions", "sequences"))):
     if d[field] not in choices:
       raise ValueError(f"config field data.{field}={d[field]!r}: expected one of {choices}")
   if d.test_resize and d.test_resize < d.image_size:
@@ -338,6 +341,10 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
       raise ValueError(f"config field optim.{field}={o[field]}: expected >= 0 (0: off)")
   if "{}" not in config.prompt_template:
     raise ValueError("config field prompt_template has no '{}' for the class name")
+  views = ("", "mean_probs", "mean_logits", "mean_sigmoid", "max")
+  if config.get("view_aggregation", "") not in views:
+    raise ValueError(f"config field view_aggregation={config.view_aggregation!r}: expected "
+                     f"one of {views} ('': mean of softmax, or sigmoid multi-label, probabilities)")
   if mode == "compile":  # shapes only: no weights, no data
     return
   if config.clip_checkpoint and not gpath.exists(config.clip_checkpoint):

@@ -25,7 +25,8 @@
              confusion_*.png and affinities_*.png (VicTR's per-frame affinities of class and
              auxiliary text, the paper's qualitative figure).
 
-Motion accuracy counts a prediction right when its motion is (colour ignored); direction
+Motion-axis accuracy counts a prediction right when its motion is on the video's axis
+(left/right, top/bottom, growing/shrinking; colour and direction ignored); direction
 accuracy is the share of videos whose motion axis was right that also got the direction
 right: frame averaging cannot do better than 0.5 there.
 """
@@ -85,7 +86,7 @@ def pretrain_clip(cfg, out_dir, steps, batch_size=256, lr=1e-3, pool=6144, per_v
   rng = np.random.default_rng(seed)
   both = ([], [])
   for g in range(0, pool, per_video):
-    axis = "xy"[int(rng.integers(2))]
+    axis = synthetic.MIRRORS[int(rng.integers(len(synthetic.MIRRORS)))]
     flips = [synthetic.mirrored(frames[i], attrs[i], axis) for i in range(g, g + per_video)]
     both[0].extend(list(frames[g:g + per_video]) + [f for f, _ in flips])
     both[1].extend(attrs[g:g + per_video] + [a for _, a in flips])
@@ -103,6 +104,9 @@ def pretrain_clip(cfg, out_dir, steps, batch_size=256, lr=1e-3, pool=6144, per_v
                                             log_every=max(steps // 5, 1), log=_log)
   clip.save_converted(cfg, params, out_dir, overwrite=True)
   return model, params, losses
+
+
+MIRROR_TESTS = (("x", "left_right"), ("y", "top_bottom"), ("d", "horizontal_vertical"))
 
 
 def attribute_accuracy(model, params, n=240, seed=0) -> dict:
@@ -123,7 +127,7 @@ def attribute_accuracy(model, params, n=240, seed=0) -> dict:
     truth = [a[name] for a in attrs]
     out[name] = {"accuracy": float(np.mean([values[p] == t for p, t in zip(pred, truth)])),
                  "majority": max(truth.count(v) for v in values) / len(truth)}
-  for axis, name in (("x", "left_right"), ("y", "top_bottom")):  # the place vs its mirror
+  for axis, name in MIRROR_TESTS:  # the place against its mirror image's
     mirror = [synthetic.mirrored(f, a, axis)[1] for f, a in zip(frames, attrs)]
     off = [k for k, (a, b) in enumerate(zip(attrs, mirror)) if a != b]
     texts = [synthetic.describe(**a) for k in off for a in (attrs[k], mirror[k])]
@@ -156,8 +160,8 @@ AXES = ("left_right", "top_bottom", "growing_shrinking")  # the motion pairs of 
 
 def motion_scores(confusion) -> dict:
   """From an 18-class confusion matrix (rows true, columns predicted): accuracy of the
-  motion alone and, among videos whose motion axis was right, of its direction (over all
-  videos, and over the videos of each axis)."""
+  colour alone, of the motion alone, of its axis alone and, among videos whose motion axis
+  was right, of its direction (over all videos, and over the videos of each axis)."""
   m = np.asarray(confusion, np.float64)
   motion = np.arange(len(m)) % len(synthetic.MOTIONS)
   same_motion = motion[:, None] == motion[None, :]
@@ -165,7 +169,10 @@ def motion_scores(confusion) -> dict:
   total = max(m.sum(), 1.0)
   direction = lambda rows: float(m[rows][same_motion[rows]].sum() /
                                  max(m[rows][same_axis[rows]].sum(), 1.0))
+  colour = np.arange(len(m)) // len(synthetic.MOTIONS)
   return {"motion_accuracy": float(m[same_motion].sum() / total),
+          "axis_accuracy": float(m[same_axis].sum() / total),
+          "colour_accuracy": float(m[colour[:, None] == colour[None, :]].sum() / total),
           "direction_accuracy": direction(slice(None)),
           "direction_accuracy_per_axis": {
               axis: direction(motion // 2 == k) for k, axis in enumerate(AXES)}}
@@ -207,16 +214,17 @@ def _cell(row: dict, *keys) -> str:
 def markdown_table(results, rows) -> str:
   """The main table (mean ± std over seeds, in percent) and the direction accuracy per
   motion axis."""
-  lines = ["| model | seeds | seen top-1 | motion acc. | direction acc. | base top-1 | "
-           "novel top-1 | HM |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| model | seeds | seen top-1 | motion axis | direction | colour | base top-1 | "
+           "novel top-1 | HM |", "|---|---|---|---|---|---|---|---|---|"]
   axes = ["| model | seeds | " + " | ".join(a.replace("_", " / ") for a in AXES) + " |",
           "|---|---|" + "---|" * len(AXES)]
   for variant, title in rows:
     s = results.get(f"{variant}/full", {})
     b = results.get(f"{variant}/base_to_novel", {})
     seeds = "/".join(str(r["seeds"]) for r in (s, b) if r)
-    lines.append(f"| {title} | {seeds} | {_cell(s, 'top1')} | {_cell(s, 'motion_accuracy')} | "
-                 f"{_cell(s, 'direction_accuracy')} | {_cell(b, 'base_top1')} | "
+    lines.append(f"| {title} | {seeds} | {_cell(s, 'top1')} | {_cell(s, 'axis_accuracy')} | "
+                 f"{_cell(s, 'direction_accuracy')} | {_cell(s, 'colour_accuracy')} | "
+                 f"{_cell(b, 'base_top1')} | "
                  f"{_cell(b, 'novel_top1')} | {_cell(b, 'harmonic_mean')} |")
     if s:
       axes.append(f"| {title} | {s['seeds']} | " + " | ".join(

@@ -88,7 +88,8 @@ class Evaluator:
     source = data.open_source(ecfg, self.config.data)
     stats = pipeline.Stats()
     acc = metrics.ClassificationAccumulator(len(names), multi_label=self.multi_label)
-    how = "mean_sigmoid" if self.multi_label else "mean_probs"
+    how = self.config.get("view_aggregation", "") or (
+        "mean_sigmoid" if self.multi_label else "mean_probs")
     t0 = time.time()
     dcfg = data.with_classes(self.dcfg, len(names))
     for batch in pipeline.eval_dataset(source, dcfg, self.host, jax.process_count(), stats):
