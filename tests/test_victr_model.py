@@ -57,8 +57,9 @@ def test_outputs_and_shapes(rng):
   assert out["affinities"].shape == (2, 2, T, N + M)  # initial + 1 layer
 
 
-def test_at_init_logits_equal_clip_frame_average_zero_shot(rng):
-  model, v = _build()
+@pytest.mark.parametrize("link", ["embeddings", "logits"])
+def test_at_init_logits_equal_clip_frame_average_zero_shot(link, rng):
+  model, v = _build(link=link)
   frames, ct, at, cats = _inputs(rng)
   logits = np.asarray(model.apply(v, frames, ct, at, cats)["logits"])
   cm, cp = clip.CLIP(model.clip_cfg), v["params"]["clip"]
@@ -72,6 +73,31 @@ def test_at_init_logits_equal_clip_frame_average_zero_shot(rng):
   zs = _Jitted(models.build_model(dict_update(models.get_config("tiny"), name="clip_zero_shot")))
   zs_logits = zs.apply({"params": {"clip": cp}}, frames, ct)["logits"]
   np.testing.assert_allclose(zs_logits, logits, rtol=1e-5, atol=1e-5)
+
+
+def test_logit_link_adds_the_heads_own_logits_through_its_gate(rng):
+  """head.link='logits': CLIP's zero-shot logits + gate x (s <zv^, za^> + s sum_c gamma_c
+  <zv^, zc^> <za^, zc^>), zv / za / zc the head's own embeddings (numpy)."""
+  model, v = _build(link="logits")
+  frames, ct, at, cats = _inputs(rng)
+  p = jax.tree.map(lambda x: x, v["params"])
+  assert "gate_video" not in p["head"] and float(p["gate_logits"]) == 0.0
+  p["gate_logits"], p["gamma"] = jnp.float32(0.7), jnp.asarray([0.3, -0.5, 0.2], jnp.float32)
+  out = model.apply({"params": p}, frames, ct, at, cats)
+  cm, cp = clip.CLIP(model.clip_cfg), p["clip"]
+  f = np.asarray(cm.apply({"params": cp}, frames, method=cm.encode_video), np.float64).mean(1)
+  e = np.asarray(cm.apply({"params": cp}, ct, method=cm.encode_text), np.float64)
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  s = min(np.exp(float(cp["logit_scale"])), 100.0)
+  zv, za, zc = (np.asarray(out[k], np.float64) for k in ("video_embedding", "text_embeddings",
+                                                         "category_embeddings"))
+  head = s * np.einsum("bd,bnd->bn", unit(zv), unit(za)) + s * np.einsum(
+      "c,bc,bnc->bn", np.asarray(p["gamma"]), np.einsum("bd,bcd->bc", unit(zv), unit(zc)),
+      np.einsum("bnd,bcd->bnc", unit(za), unit(zc)))
+  want = s * unit(f) @ unit(e).T + 0.7 * head
+  np.testing.assert_allclose(out["logits"], want, rtol=1e-4, atol=1e-3)
+  # The embeddings are the head's own (no gated link): they differ from CLIP's.
+  assert np.abs(unit(zv) - unit(f)).max() > 0.1
 
 
 def dict_update(cfg, **kw):

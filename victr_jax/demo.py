@@ -10,7 +10,8 @@
              dark background"), each group of 4 frames of a video followed by its mirror
              images, so its text tower knows the words of this world (WORKDIR/clip, a
              converted checkpoint). Printed: its zero-shot accuracy on each attribute of
-             held-out frames, and on left/right and top/bottom (a place against its mirror).
+             held-out frames, and on left/right, top/bottom and horizontal/vertical (a
+             place against its mirror image's).
 3. runs      every row of ROWS through configs/demo.py and the trainer on all 18 classes
              (seen); the HEADLINE rows (or --b2n_rows) also base-to-novel (train on the 10
              base (colour, motion axis) compositions, test on them and on the 8 novel ones;
@@ -76,11 +77,14 @@ def pretrain_clip(cfg, out_dir, steps, batch_size=256, lr=1e-3, pool=6144, per_v
                   seed=0):
   """Contrastive pretraining of the CLIP architecture `cfg` on frames + descriptions ->
   checkpoint dir. A batch is whole groups of `per_video` frames of one video, each group
-  followed by its mirror images (flipped left-right or top-bottom, place words swapped):
-  pairs that differ only in place. Without them the place words never ground: image and
-  text towers both start blind to where a shape is (a flip changes neither embedding), and
-  the contrastive gradient cannot break that symmetry on its own; size words, which the
-  pixels show without any position, ground either way."""
+  followed by its mirror images (flipped left-right, top-bottom or across the diagonal,
+  place words swapped): pairs that differ only in place. Without them the place words
+  never ground: image and text towers both start blind to where a shape is (a flip changes
+  neither embedding), and the contrastive gradient cannot break that symmetry on its own;
+  size words, which the pixels show without any position, ground either way. The diagonal
+  mirror (x and y swapped: 'at the left' becomes 'at the top') is what tells a horizontal
+  place from a vertical one: without it the CLIP scores 0.54 on that test, and VicTR
+  confuses the left/right and top/bottom motion axes."""
   frames, _, attrs = synthetic.frames_and_captions("pretrain", pool, cfg.image_size, seed,
                                                    per_video)
   rng = np.random.default_rng(seed)

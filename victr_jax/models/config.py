@@ -15,6 +15,7 @@ CHOICES = {
     "head.affinity_fn": ("softmax", "sigmoid", "none"),
     "head.classifier": ("affinity", "text", "visual"),
     "head.aux_aggregation": ("softmax", "mean"),
+    "head.link": ("embeddings", "logits"),
     "head.video_embedding": ("victr", "clip"),
     "head.text_embedding": ("victr", "clip"),
     "dtype": ("float32", "bfloat16"),
@@ -69,7 +70,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       gamma_init=0.0,              # the auxiliary weights' start (0: the term starts off)
       video_embedding="victr",     # 'victr' | 'clip' (frame mean), paper Table 1
       text_embedding="victr",      # 'victr' | 'clip', paper Table 1
-      gated_residual=True,         # zero-initialised gate to the CLIP embeddings
+      gated_residual=True,         # a zero-initialised gate joins the head to CLIP
+      link="embeddings",           # where: the embeddings (clip + gate |clip| head^) or
+                                   # the logits (CLIP's zero-shot logits + gate x the head's)
       gate_norm_matched=True,      # the gate scales a head output of CLIP's length
       aux_logit_scale=True,        # auxiliary term on the CLIP logit scale (False: unscaled)
       temporal_init_std=3.0,       # init std of the temporal position embedding, in units of

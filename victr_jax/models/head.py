@@ -16,6 +16,7 @@ in k categories, J = n + m text tokens, D the CLIP embedding size, W the head wi
                         (reweight_pooled: u[b,t,j] = a ubar[b,j])
   temporal_pool         mean over t
   gated_link            clip + gate |clip| head^ (zero gates: the model starts as CLIP)
+  gated_logits          clip_logits + gate head_logits (head.link='logits': the other join)
   aggregate_auxiliary   zc[b,c] = sum_{j in c} softmax_j(s <zv^, zx^[j]>) zx[b,j] (or the mean)
   affinity_logits       s <zv^, za^[i]> + s_aux sum_c gamma_c <zv^, zc^[c]> <za^[i], zc^[c]>
 """
@@ -310,6 +311,14 @@ def gated_link(clip_emb: jax.Array, head_out: jax.Array, gate, norm_matched: boo
     length = jnp.linalg.norm(clip_emb, axis=-1, keepdims=True)
     head_out = length * l2_normalize(head_out)
   return clip_emb + gate * head_out
+
+
+def gated_logits(clip_logits: jax.Array, head_logits: jax.Array, gate) -> jax.Array:
+  """The head joined to CLIP at the logits (head.link='logits'): CLIP's zero-shot logits
+  s <f^, e^[i]> plus the head's own logits (computed from the head's embeddings alone)
+  through a zero-initialised gate, so that at initialisation the model is CLIP.
+  (B, n), (B, n) -> (B, n)."""
+  return clip_logits + gate * head_logits
 
 
 class VicTRHead(nn.Module):

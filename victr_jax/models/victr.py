@@ -82,6 +82,7 @@ class VicTR(nn.Module):
     b = f.shape[0]
 
     new = {k: hc.get(k, v) for k, v in LEGACY_HEAD.items()}
+    link = hc.get("link", "embeddings") if hc.gated_residual else "none"
     head = H.VicTRHead(
         num_classes_text=n, num_layers=hc.num_layers, num_heads=hc.num_heads,
         width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
@@ -89,7 +90,7 @@ class VicTR(nn.Module):
         affinity_reweighting=hc.affinity_reweighting, affinity_fn=hc.affinity_fn,
         affinity_standardize=new["affinity_standardize"],
         affinity_temperature=new["affinity_temperature"],
-        gated_residual=hc.gated_residual, gate_norm_matched=new["gate_norm_matched"],
+        gated_residual=link == "embeddings", gate_norm_matched=new["gate_norm_matched"],
         temporal_init_std=new["temporal_init_std"], temporal_relative=new["temporal_relative"],
         reweight_pooled=bool(hc.get("reweight_pooled", False)),
         dtype=dtype, remat=cfg.remat, attention_chunk=int(hc.get("attention_chunk", 0)),
@@ -126,5 +127,10 @@ class VicTR(nn.Module):
       logits = nn.Dense(hc.num_classes, name="visual_classifier")(zv)
     else:
       raise ValueError(f"head.classifier={hc.classifier!r}")
+    if link == "logits":  # CLIP's zero-shot logits plus the head's, through a zero gate
+      clip_logits = H.affinity_logits(H.temporal_pool(f), jnp.broadcast_to(e[None, :n], za.shape),
+                                      None, None, scale)
+      logits = H.gated_logits(clip_logits, logits,
+                              self.param("gate_logits", nn.initializers.zeros, ()))
     return {"logits": logits, "video_embedding": zv, "text_embeddings": za,
             "aux_embeddings": zx, "category_embeddings": zc, "affinities": out["affinities"]}
