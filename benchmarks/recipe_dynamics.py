@@ -1,31 +1,40 @@
-"""Does the VicTR head reach the logits within each shipped recipe's budget?
+"""Does the VicTR head reach the logits within each shipped recipe's budget, and how do
+its ablations and switches compare there? Every figure over seeds (mean ± sample std, n).
 
-  python benchmarks/recipe_dynamics.py [--recipes all] [--max_steps 2000] [--batch 16]
-      [--workdir workdirs/recipe_dynamics] [--clip workdirs/demo/clip] [--set k=v,...]
+  python benchmarks/recipe_dynamics.py [--recipes all] [--variants victr,mean_pool]
+      [--seeds 1] [--max_steps 2000] [--batch 16] [--workdir workdirs/recipe_dynamics]
+      [--clip workdirs/demo/clip] [--set k=v,...]
 
-For each transfer recipe of configs/ (zero-shot, few-shot K=2 and K=16 on HMDB51 and
-UCF101, base-to-novel, Kinetics-400) this takes the recipe's optimiser settings (learning
-rates of every group, warm-up, weight decay, label smoothing, mixup) and its real number of
-steps at the real data-set sizes (RECIPES below, with their sources), and trains VicTR and
-mean-pool fine-tuning with it on synthetic_actions (the main job's 64 train videos per
-class, and --test_per_class test videos) from the main job's pretrained demo CLIP
-(`python -m victr_jax.demo` writes it; this script pretrains one when it is missing). CPU
-cuts, printed with the results: a recipe longer than --max_steps runs a complete schedule
-of --max_steps steps, and every recipe runs batch --batch (the recipes' 64 or 256 do not
-fit a CPU's time); the data settings are the demo's (no flips or crops: positions are the
-signal).
+Recipes (RECIPES below, each with the source of its size): the main job's own setting
+(`demo`: configs/demo.py, 200 steps); zero-shot, few-shot K=2 and K=16 on HMDB51 and UCF101,
+base-to-novel and Kinetics-400, each with the recipe's optimiser settings (learning rates
+of every group, warm-up, weight decay, label smoothing, mixup) and its real number of steps
+at the real data-set sizes; and `charades`: multi-label, sigmoid BCE with the recipe's
+logit bias, scored by mAP on synthetic_actions' 'sequences' (two motions in turn, both
+labelled). Each trains on synthetic_actions (the main job's 64 train videos per class,
+--test_per_class test videos) from the main job's pretrained demo CLIP (`python -m
+victr_jax.demo` writes it; this script pretrains one when it is missing). CPU cuts, printed
+with the results: a recipe longer than --max_steps runs a complete schedule of --max_steps
+steps, and every recipe runs batch --batch (the recipes' 64 or 256 do not fit a CPU's
+time); the data settings are the demo's (no flips or crops: positions are the signal).
 
-Printed per recipe: the final gates (gate_video, gate_text) and auxiliary weights gamma;
-the head's share of the logits (per test video, std over classes of VicTR logits minus
-the frame-average logits of the same towers, over the std of those frame-average logits;
-mean over videos); the share of test predictions the auxiliary term changes (gamma set to
-0); top-1 and growing/shrinking direction accuracy of VicTR vs mean-pool (a motion and its
-reverse show the same frames, so frame averaging sits at 0.5 by construction).
+Variants: any of config_lib.VARIANTS, each optionally with overrides of its own
+('victr+model.head.link=embeddings+optim.gate_lr=0.01').
 
-Also printed, before any training: the affinity weights' effective number of tokens
-(exp of their entropy, as a fraction of J) at J = 501 (400 Kinetics prompts + 101
-auxiliary) and J = 152 (51 HMDB prompts + 101), for each affinity function, on cosines
-drawn with CLIP-like spreads (AFFINITY_COS below).
+Printed per recipe and variant: top-1 (mAP for multi-label); the share of test videos
+whose prediction has the right colour, the right motion axis, and (among those on the
+right axis) the right direction; the final gates (gate_logits, or gate_video / gate_text)
+and auxiliary weights gamma; the head's share of the logits (per test video, std over
+classes of the logits minus the frame-average logits of the same towers, over the std of
+those frame-average logits; mean over videos); the share of test predictions the auxiliary
+term changes (gamma set to 0). A motion and its reverse show the same frames, so frame
+averaging sits at 0.5 on direction by construction. WORKDIR/recipe_dynamics.json keeps
+every run (with its axis confusion matrix); a killed benchmark resumes.
+
+Also printed, before any training (unless --skip_affinity): the affinity weights'
+effective number of tokens (exp of their entropy, as a fraction of J) at J = 501 (400
+Kinetics prompts + 101 auxiliary) and J = 152 (51 HMDB prompts + 101), for each affinity
+function, on cosines drawn with CLIP-like spreads (AFFINITY_COS below).
 """
 import argparse
 import importlib
@@ -191,6 +200,8 @@ def analyse(cfg, params) -> dict:
           "aux_changed": float((off.argmax(-1) != pred).mean()),
           "gate_video": float(head.get("gate_video", np.nan)),
           "gate_text": float(head.get("gate_text", np.nan)),
+          "gate_logits": float(params.get("gate_logits", np.nan)),
+          "logit_bias": float(params.get("logit_bias", np.nan)),
           "gamma": [float(g) for g in np.asarray(params.get("gamma", []))],
           "test_videos": int(len(labels))}
 
@@ -217,8 +228,10 @@ def recipe_config(name, spec, seed, args, data_dir, ckpt):
   if rc.data.multi_label:
     data_dir += "_sequences"
   cfg = bench_config(variant, steps, data_dir, ckpt, args.test_per_class)
-  if rc.data.multi_label:
+  if rc.data.multi_label:  # the recipe's loss and its logit bias
     cfg.data.multi_label, cfg.data.synthetic_kind = True, "sequences"
+    cfg.model.logit_bias = rc.model.logit_bias
+    cfg.model.logit_bias_init = rc.model.logit_bias_init
   cfg.optim = rc.optim.copy_and_resolve_references()
   cfg.num_epochs = rc.num_epochs  # the warm-up is the recipe's share of its epochs
   cfg.data.batch_size = args.batch
@@ -254,7 +267,7 @@ def run_recipe(name, variant, seed, cfg, steps, real, args) -> dict:
   return res
 
 
-SCALARS = ("top1", "mAP", "positive_mass", "colour_accuracy", "axis_accuracy", "direction_accuracy",
+SCALARS = ("top1", "mAP", "positive_mass", "gate_logits", "logit_bias", "colour_accuracy", "axis_accuracy", "direction_accuracy",
            "direction_growing_shrinking", "head_share", "aux_changed", "gate_video",
            "gate_text")
 
@@ -278,12 +291,18 @@ def _pm(s, k, fmt="{:.2f}"):
   return (fmt.format(m) + " ± " + fmt.format(d)) if s["seeds"] > 1 else fmt.format(m)
 
 
+def _gates(s) -> str:
+  """The link's gates: gate_logits, or gate_video / gate_text (link 'embeddings')."""
+  if _pm(s, "gate_logits") != "—":
+    return _pm(s, "gate_logits")
+  return f"({_pm(s, 'gate_video')} / {_pm(s, 'gate_text')})"
+
+
 def print_table(report):
   """One row per recipe and variant: mean ± sample std over seeds (n in the seeds column)."""
   print("\n| recipe | steps (real) | peak lr towers / head / gates | variant | seeds | top-1 | "
-        "mAP | colour | motion axis | direction | gate_video | gate_text | gamma | head share | "
-        "aux changes |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        "mAP | colour | motion axis | direction | gates | gamma | head share | aux changes |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for name, rows in report["recipes"].items():
     for variant, row in rows.items():
       if not row["runs"]:
@@ -295,7 +314,7 @@ def print_table(report):
             f"{first['head_lr']:.0e} / {first['gate_lr']:.0e} | {variant} | {sv['seeds']} | "
             + " | ".join(_pm(sv, k, "{:.1%}") for k in (
                 "top1", "mAP", "colour_accuracy", "axis_accuracy", "direction_accuracy"))
-            + f" | {_pm(sv, 'gate_video')} | {_pm(sv, 'gate_text')} | {gamma} | "
+            + f" | {_gates(sv)} | {gamma} | "
             f"{_pm(sv, 'head_share')} | {_pm(sv, 'aux_changed', '{:.1%}')} |")
 
 
@@ -351,8 +370,8 @@ def main(argv=None):
   data.ensure_synthetic(cfg0.data, dict(cfg0.data.synthetic_per_class),
                         cfg0.data.synthetic_frames, cfg0.data.synthetic_size)
   if not os.path.exists(os.path.join(args.clip, "clip_config.json")):
-    print(f"no pretrained demo CLIP at {args.clip}: pretraining one (1000 steps)", flush=True)
-    demo.pretrain_clip(models.clip_config_of(cfg0.model), args.clip, 1000)
+    print(f"no pretrained demo CLIP at {args.clip}: pretraining one (2000 steps, as the main job)", flush=True)
+    demo.pretrain_clip(models.clip_config_of(cfg0.model), args.clip, 2000)
 
   todo = [(n, v, s) for n in names for v in args.variants.split(",")
           for s in range(args.seeds)]

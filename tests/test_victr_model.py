@@ -41,9 +41,14 @@ def _build(**head):
 
 
 def _set_gates(variables, value):
+  """Every gate of the head's link to CLIP set to `value` (at the embeddings: gate_video and
+  gate_text; at the logits: gate_logits)."""
   p = jax.tree.map(lambda x: x, variables["params"])
-  p["head"]["gate_video"] = jnp.float32(value)
-  p["head"]["gate_text"] = jnp.float32(value)
+  gates = [(p["head"], k) for k in ("gate_video", "gate_text") if k in p["head"]]
+  gates += [(p, "gate_logits")] if "gate_logits" in p else []
+  assert gates, "the model has no gates"
+  for tree, k in gates:
+    tree[k] = jnp.float32(value)
   return {"params": p}
 
 
@@ -181,7 +186,8 @@ SWITCHES = {
     "video_embedding": ["victr", "clip"], "text_embedding": ["victr", "clip"],
     "gated_residual": [True, False], "affinity_standardize": [True, False],
     "gate_norm_matched": [True, False], "aux_logit_scale": [True, False],
-    "temporal_relative": [True, False],
+    "temporal_relative": [True, False], "link": ["embeddings", "logits"],
+    "reweight_pooled": [False, True], "aux_aggregation": ["softmax", "mean"],
 }
 
 
@@ -210,7 +216,8 @@ def test_switch_combinations_all_pairs(head, rng):
 
 PAPER_SWITCHES = {k: v for k, v in SWITCHES.items()  # the link and scale switches: pairwise
                   if k not in ("affinity_standardize", "gate_norm_matched", "aux_logit_scale",
-                               "temporal_relative")}
+                               "temporal_relative", "link", "reweight_pooled",
+                               "aux_aggregation")}
 
 
 @pytest.mark.slow
@@ -267,13 +274,14 @@ def test_bad_config_names_the_field():
     models.build_model(cfg)
 
 
-@pytest.mark.parametrize("attention,width,layers", [("divided", 0, 1), ("joint", 48, 2)])
-def test_head_param_formula_counts_the_params(attention, width, layers):
+@pytest.mark.parametrize("attention,width,layers,link", [("divided", 0, 1, "logits"),
+                                                        ("joint", 48, 2, "embeddings")])
+def test_head_param_formula_counts_the_params(attention, width, layers, link):
   from victr_jax.models import cost
-  model, v = _build(attention=attention, width=width, num_layers=layers)
-  got = sum(x.size for x in jax.tree.leaves(v["params"]["head"])) + v["params"]["gamma"].size
+  model, v = _build(attention=attention, width=width, num_layers=layers, link=link)
+  got = sum(x.size for k, x in v["params"].items() if k != "clip" for x in jax.tree.leaves(x))
   assert got == cost.head_params(32, width=width, layers=layers, num_frames=T,
-                                 attention=attention, aux_categories=K)
+                                 attention=attention, aux_categories=K, link=link)
 
 
 def test_logical_axes_shard_over_a_mesh_and_match_one_device(rng):
@@ -301,3 +309,21 @@ def test_logical_axes_shard_over_a_mesh_and_match_one_device(rng):
   c_fc = params["head"]["layers_0"]["mlp"]["c_fc"]["kernel"]
   assert c_fc.addressable_shards[0].data.shape[1] == c_fc.shape[1] // 2  # split over 'model'
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["victr", "mean_pool"])
+def test_logit_bias_shifts_every_logit_and_trains_as_a_gate(name, rng):
+  """model.logit_bias: logits + b, b starting at logit_bias_init (sigmoids start small for
+  multi-label BCE); in the optimiser's gate group; softmax unchanged."""
+  from victr_jax import optim
+  frames, ct, at, cats = _inputs(rng)
+  outs = []
+  for bias in (False, True):
+    cfg = models.get_config("tiny")
+    cfg.num_frames, cfg.name, cfg.logit_bias, cfg.logit_bias_init = T, name, bias, -7.0
+    model = models.build_model(cfg)
+    v = models.init(model, num_frames=T, n=N, m=M)
+    outs.append(np.asarray(model.apply(v, frames, ct, at, cats)["logits"]))
+  assert float(v["params"]["logit_bias"]) == -7.0
+  assert optim.group_of(("logit_bias",)) == "gates"
+  np.testing.assert_allclose(outs[1], outs[0] - 7.0, rtol=1e-5, atol=1e-4)

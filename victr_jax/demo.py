@@ -1,6 +1,6 @@
 """The main job: the whole method on the embedded synthetic_actions data, on a CPU.
 
-  python -m victr_jax.demo [--workdir workdirs/demo] [--steps 200] [--pretrain_steps 1000]
+  python -m victr_jax.demo [--workdir workdirs/demo] [--steps 200] [--pretrain_steps 2000]
 
 1. data      synthetic_actions records: 18 classes "a {colour} shape {motion}" whose motions
              come in reverse pairs ("moving to the left" / "... right", "growing large" /
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default=os.path.join("workdirs", "demo"))
   p.add_argument("--steps", type=int, default=200, help="training steps per run")
-  p.add_argument("--pretrain_steps", type=int, default=1000)
+  p.add_argument("--pretrain_steps", type=int, default=2000)
   p.add_argument("--rows", default="", help="comma-separated variants (default: all ROWS)")
   p.add_argument("--settings", default=",".join(SETTINGS))
   p.add_argument("--seeds", type=int, default=3, help="seeds of the headline rows (%s)"

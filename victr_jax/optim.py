@@ -3,8 +3,8 @@ frozen groups, gradient clipping and accumulation (optax).
 
 Parameter groups: 'visual' (CLIP image tower), 'text' (CLIP text tower incl. logit_scale),
 'head' (everything outside the CLIP towers: the VicTR head and classifier) and 'gates'
-(the head's scalar links to CLIP: gate_video, gate_text or gate_logits, and the auxiliary
-weights gamma).
+(the head's scalar links to CLIP: gate_video, gate_text or gate_logits, the auxiliary
+weights gamma, and the multi-label logit_bias).
 A group with multiplier 0, or named in `freeze`, gets no update and keeps no state.
 
 Peak learning rates: the towers `lr` x visual/text_lr_mult (the peers' fine-tuning
@@ -20,7 +20,7 @@ import jax
 import optax
 
 GROUPS = ("visual", "text", "head", "gates")
-GATES = ("gate_video", "gate_text", "gate_logits", "gamma")
+GATES = ("gate_video", "gate_text", "gate_logits", "gamma", "logit_bias")
 
 
 def group_of(path: tuple[str, ...]) -> str:

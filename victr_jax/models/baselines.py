@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from victr_jax.clip.config import CLIPConfig
 from victr_jax.clip.model import CLIP, l2_normalize
-from victr_jax.models.victr import encode_towers
+from victr_jax.models.victr import add_logit_bias, encode_towers
 
 
 class MeanPoolCLIP(nn.Module):
@@ -28,6 +28,8 @@ class MeanPoolCLIP(nn.Module):
     f, e, scale = encode_towers(clip, self.cfg, frames, class_tokens, None)
     video = f.mean(axis=1)  # (B, D)
     logits = scale * l2_normalize(video) @ l2_normalize(e).T
+    if self.cfg.name != "clip_zero_shot":  # zero-shot trains nothing: no bias to learn
+      logits = add_logit_bias(self, self.cfg, logits)
     b = video.shape[0]
     return {"logits": logits, "video_embedding": video,
             "text_embeddings": jnp.broadcast_to(e[None], (b, *e.shape)),

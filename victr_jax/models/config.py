@@ -48,6 +48,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.remat = False                  # rematerialise tower blocks and head layers (saves memory)
   c.scan_layers = False            # tower blocks in one lax.scan: faster on CPU (XLA's CPU
                                    # fusion duplicates work across unrolled blocks), same result
+  c.logit_bias = False             # a learnable scalar added to the logits (multi-label)
+  c.logit_bias_init = -10.0        # its start: sigmoids start small (SigLIP's -10)
   c.freeze_image_tower = False
   c.freeze_text_tower = False
   c.freeze_logit_scale = False
@@ -71,7 +73,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       video_embedding="victr",     # 'victr' | 'clip' (frame mean), paper Table 1
       text_embedding="victr",      # 'victr' | 'clip', paper Table 1
       gated_residual=True,         # a zero-initialised gate joins the head to CLIP
-      link="embeddings",           # where: the embeddings (clip + gate |clip| head^) or
+      link="logits",               # where: the embeddings (clip + gate |clip| head^) or
                                    # the logits (CLIP's zero-shot logits + gate x the head's)
       gate_norm_matched=True,      # the gate scales a head output of CLIP's length
       aux_logit_scale=True,        # auxiliary term on the CLIP logit scale (False: unscaled)

@@ -30,13 +30,15 @@ text tower runs once per step on J prompts (not per video), the image tower once
 
 def head_params(d: int, *, width: int = 0, layers: int = 1, num_frames: int = 8,
                 mlp_ratio: float = 4.0, attention: str = "divided",
-                aux_categories: int = 0) -> int:
-  """Trainable parameters of the VicTR head (+ gamma when aux_categories > 0)."""
+                aux_categories: int = 0, link: str = "logits") -> int:
+  """Trainable parameters of the VicTR head (+ gamma when aux_categories > 0), with its
+  gates to CLIP: gate_logits (link 'logits') or gate_video and gate_text ('embeddings')."""
   w = width or d
   h = int(w * mlp_ratio)
   attn = 4 * w * w + 4 * w + 2 * w  # in_proj, out_proj (+ biases), its LayerNorm
   per_layer = (2 if attention == "divided" else 1) * attn + 2 * w + (2 * w * h + h + w)
-  total = layers * per_layer + 2 * w + num_frames * w + 2 * w + 2  # modality, time, ln_post, gates
+  total = layers * per_layer + 2 * w + num_frames * w + 2 * w  # modality, time, ln_post
+  total += 1 if link == "logits" else 2  # the gates
   if w != d:
     total += (d * w + w) + (w * d + d)
   return total + aux_categories

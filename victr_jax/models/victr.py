@@ -63,6 +63,16 @@ def encode_towers(clip: CLIP, cfg, frames, class_tokens, aux_tokens):
   return f.astype(jnp.float32), e.astype(jnp.float32), scale
 
 
+def add_logit_bias(module: nn.Module, cfg, logits):
+  """logits + b, b a learnable scalar (`logit_bias`, a gate: no weight decay) initialised at
+  cfg.logit_bias_init, when cfg.logit_bias (multi-label: sigmoid BCE on s cos starts with
+  every sigmoid near 1 at CLIP's scale; a negative start makes them small, as SigLIP does).
+  Softmax is unchanged by it. logits (B, n) -> (B, n)."""
+  if not cfg.get("logit_bias", False):
+    return logits
+  return logits + module.param("logit_bias", nn.initializers.constant(cfg.logit_bias_init), ())
+
+
 class VicTR(nn.Module):
   """The VicTR model; `cfg` is a frozen models.get_config() dict."""
   cfg: Any  # ml_collections.FrozenConfigDict
@@ -132,5 +142,5 @@ class VicTR(nn.Module):
                                       None, None, scale)
       logits = H.gated_logits(clip_logits, logits,
                               self.param("gate_logits", nn.initializers.zeros, ()))
-    return {"logits": logits, "video_embedding": zv, "text_embeddings": za,
-            "aux_embeddings": zx, "category_embeddings": zc, "affinities": out["affinities"]}
+    return {"logits": add_logit_bias(self, cfg, logits), "video_embedding": zv,
+            "text_embeddings": za, "aux_embeddings": zx, "category_embeddings": zc, "affinities": out["affinities"]}
