@@ -253,7 +253,8 @@ def config_key(cfg) -> str:
 
 def run_recipe(name, variant, seed, cfg, steps, real, args) -> dict:
   """Trains one recipe_config(...) run and analyses it."""
-  run_dir = os.path.join(args.workdir, "runs", re.sub(r"[^\w.=-]", "_", f"{name}_{variant}_seed{seed}"))
+  run_dir = os.path.join(args.workdir, "runs",
+                         re.sub(r"[^\w.=-]", "_", f"{name}_{variant}_seed{seed}"))
   shutil.rmtree(run_dir, ignore_errors=True)
   t0 = time.time()
   out = train.run(cfg, run_dir, mode="eval" if cfg.num_train_steps < 0 else "train")
@@ -267,7 +268,8 @@ def run_recipe(name, variant, seed, cfg, steps, real, args) -> dict:
   return res
 
 
-SCALARS = ("top1", "mAP", "positive_mass", "gate_logits", "logit_bias", "colour_accuracy", "axis_accuracy", "direction_accuracy",
+SCALARS = ("top1", "mAP", "positive_mass", "gate_logits", "logit_bias", "colour_accuracy",
+           "axis_accuracy", "direction_accuracy",
            "direction_growing_shrinking", "head_share", "aux_changed", "gate_video",
            "gate_text")
 
@@ -370,7 +372,8 @@ def main(argv=None):
   data.ensure_synthetic(cfg0.data, dict(cfg0.data.synthetic_per_class),
                         cfg0.data.synthetic_frames, cfg0.data.synthetic_size)
   if not os.path.exists(os.path.join(args.clip, "clip_config.json")):
-    print(f"no pretrained demo CLIP at {args.clip}: pretraining one (2000 steps, as the main job)", flush=True)
+    print(f"no pretrained demo CLIP at {args.clip}: pretraining one (2000 steps, as the "
+          "main job)", flush=True)
     demo.pretrain_clip(models.clip_config_of(cfg0.model), args.clip, 2000)
 
   todo = [(n, v, s) for n in names for v in args.variants.split(",")

@@ -278,7 +278,8 @@ def generate_sequences(split: str, per_class: int, num_frames: int = 16, size: i
   drawn at random. In PAIRED_SPLITS every second video is the one before played backwards,
   so frame averaging gives a video and its reverse the same scores."""
   rng = np.random.default_rng([seed, SPLIT_SEEDS.get(split, 9), 7])
-  pairs = [(a, b) for a in MOTIONS for b in MOTIONS if MOTIONS.index(a) // 2 != MOTIONS.index(b) // 2]
+  axis = {m: k // 2 for k, m in enumerate(MOTIONS)}
+  pairs = [(a, b) for a in MOTIONS for b in MOTIONS if axis[a] != axis[b]]
   prev = None
   for i in range(per_class * len(classes()) // 2):
     if split in PAIRED_SPLITS and i % 2:

@@ -38,3 +38,30 @@ def test_affinity_table_default_keeps_tokens_alike_at_both_sizes():
   assert old["J=501"] < 0.1 and abs(old["J=501 class weight"] - old["J=152 class weight"]) > 0.5
   assert new["J=501"] > 0.1 and abs(new["J=501"] - new["J=152"]) < 0.06
   assert abs(new["J=501 class weight"] - 1) < 0.1 and abs(new["J=152 class weight"] - 1) < 0.1
+
+
+def test_demo_and_charades_recipes_and_variant_overrides(tmp_path):
+  """'demo' is the main job's own setting (its 200 steps); 'charades' trains multi-label
+  on the 'sequences' data with the recipe's logit bias; a variant carries its overrides."""
+  import argparse
+  assert rd.recipe_steps("demo")[1] == 200
+  assert rd.recipe_steps("charades")[1] == 6239  # 50 epochs x 7,985 videos / 64
+  args = argparse.Namespace(max_steps=300, batch=16, test_per_class=4, set="")
+  cfg, steps, real = rd.recipe_config("charades", "mean_pool+model.logit_bias_init=-5", 1,
+                                      args, str(tmp_path / "data"), "")
+  assert (steps, real) == (300, 6239) and cfg.seed == 1 and cfg.model.name == "mean_pool"
+  assert cfg.data.multi_label and cfg.data.synthetic_kind == "sequences"
+  assert cfg.data.synthetic_dir.endswith("data_sequences")
+  assert cfg.model.logit_bias and cfg.model.logit_bias_init == -5
+  cfg, _, _ = rd.recipe_config("demo", "victr+model.head.link=embeddings", 0, args, "d", "")
+  assert cfg.model.head.link == "embeddings" and not cfg.data.multi_label
+  assert cfg.optim.lr == 3e-4 and cfg.num_train_steps == 200
+
+
+def test_parts_accuracy_splits_colour_axis_and_direction():
+  nm = len(synthetic.MOTIONS)
+  labels = np.array([0, 1, 2, 4, nm + 0])
+  preds = np.array([0, 0, 0, 4, 2 * nm + 1])  # right; reverse; other axis; right; colour+rev
+  acc = rd.parts_accuracy(labels, preds)
+  assert acc["colour"] == 0.8 and acc["axis"] == 0.8 and acc["motion"] == 0.4
+  assert acc["direction"] == 0.5  # of the 4 on the right axis, 2 right

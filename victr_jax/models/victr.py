@@ -143,4 +143,5 @@ class VicTR(nn.Module):
       logits = H.gated_logits(clip_logits, logits,
                               self.param("gate_logits", nn.initializers.zeros, ()))
     return {"logits": add_logit_bias(self, cfg, logits), "video_embedding": zv,
-            "text_embeddings": za, "aux_embeddings": zx, "category_embeddings": zc, "affinities": out["affinities"]}
+            "text_embeddings": za, "aux_embeddings": zx, "category_embeddings": zc,
+            "affinities": out["affinities"]}
