@@ -77,6 +77,7 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
         assert per["motion_accuracy"] >= per["top1"] - 1e-9, (key, per)
     assert set(r["mean"]) == set(r["std"]) == set(r["per_seed"][0])
   assert set(res["clip_attribute_accuracy"]) == {*synthetic.ATTRIBUTES, "left_right",
+                                                 "horizontal_vertical",
                                                  "top_bottom"}
   table = open(os.path.join(wd, "results.md")).read()
   victr_row = [l for l in table.splitlines() if l.startswith("| VicTR | ")][0]

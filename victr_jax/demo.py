@@ -62,6 +62,7 @@ ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
     ("joint", "VicTR, joint attention"),
     ("classifier_text", "VicTR, text classifier"),
     ("classifier_visual", "VicTR, visual classifier (closed set)"),
+    ("paper", "VicTR, the paper's structure (variant=paper)"),
 )
 SETTINGS = ("full", "base_to_novel")
 HEADLINE = ("clip_zero_shot", "mean_pool", "victr")  # base-to-novel by default only for these
