@@ -18,7 +18,7 @@ import os
 
 import ml_collections
 
-from data_pipelines import gpath, records
+from data_pipelines import gpath, records, synthetic
 from victr_jax import models, sharding
 
 DATA_ROOT = os.environ.get("VICTR_DATA", "/data/victr")
@@ -324,7 +324,7 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
                      f"patch size {clip_cfg.patch_size}")
   for field, choices in (("sampling", ("stride", "segments")),
                          ("train_aug", ("random_resized_crop", "scale_jitter", "none")),
-                         ("synthetic_kind", ("actions", "sequences"))):
+                         ("synthetic_kind", synthetic.KINDS)):
     if d[field] not in choices:
       raise ValueError(f"config field data.{field}={d[field]!r}: expected one of {choices}")
   if d.test_resize and d.test_resize < d.image_size:
@@ -341,7 +341,8 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
       raise ValueError(f"config field optim.{field}={o[field]}: expected >= 0 (0: off)")
   if "{}" not in config.prompt_template:
     raise ValueError("config field prompt_template has no '{}' for the class name")
-  views = ("", "mean_probs", "mean_logits", "mean_sigmoid", "max")
+  from victr_jax import metrics  # pylint: disable=g-import-not-at-top
+  views = ("",) + metrics.VIEW_AGGREGATIONS
   if config.get("view_aggregation", "") not in views:
     raise ValueError(f"config field view_aggregation={config.view_aggregation!r}: expected "
                      f"one of {views} ('': mean of softmax, or sigmoid multi-label, probabilities)")

@@ -276,9 +276,10 @@ def aggregate_auxiliary(zv: jax.Array, zx: jax.Array, categories: jax.Array, k: 
   if rule not in AGGREGATIONS:
     raise ValueError(f"aux_aggregation={rule!r}: expected one of {AGGREGATIONS}")
   zv32, zx32 = zv.astype(jnp.float32), zx.astype(jnp.float32)
-  logits = scale * jnp.einsum("bd,bjd->bj", l2_normalize(zv32), l2_normalize(zx32))
-  if rule == "mean":
-    logits = jnp.zeros_like(logits)
+  if rule == "mean":  # equal logits: equal weights within each category
+    logits = jnp.zeros(zx32.shape[:2], jnp.float32)
+  else:
+    logits = scale * jnp.einsum("bd,bjd->bj", l2_normalize(zv32), l2_normalize(zx32))
   member = jax.nn.one_hot(categories, k, dtype=jnp.bool_)  # (m, k)
   masked = jnp.where(member[None], logits[:, :, None], -jnp.inf)  # (B, m, k)
   mx = jnp.max(masked, axis=1, keepdims=True)

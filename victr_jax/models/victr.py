@@ -26,7 +26,7 @@ from victr_jax.models import head as H
 LEGACY_HEAD = {"temporal_init_std": 0.02, "temporal_relative": False,
                "affinity_standardize": False,
                "affinity_temperature": 0.0, "gate_norm_matched": False,
-               "aux_logit_scale": False}
+               "aux_logit_scale": False, "link": "embeddings"}
 
 
 def shard_prompts(tokens):
@@ -92,7 +92,7 @@ class VicTR(nn.Module):
     b = f.shape[0]
 
     new = {k: hc.get(k, v) for k, v in LEGACY_HEAD.items()}
-    link = hc.get("link", "embeddings") if hc.gated_residual else "none"
+    link = new["link"] if hc.gated_residual else "none"
     head = H.VicTRHead(
         num_classes_text=n, num_layers=hc.num_layers, num_heads=hc.num_heads,
         width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
