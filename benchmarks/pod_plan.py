@@ -34,7 +34,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from data_pipelines import splits  # noqa: E402  pylint: disable=g-import-not-at-top
-from victr_jax import compile_report  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax import compile_report, hlo  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # (key, config module, config argument, global batch (None: the config's), description)
 SETTINGS = (
@@ -52,7 +52,7 @@ SLICES = {"v5e": ("v5e:2x2", "v5e:2x4", "v5e:4x4", "v5e:4x8", "v5e:8x8"),
 def devices_of(topology: str) -> int:
   """JAX devices of a slice: one per chip on v5e, one per TensorCore (two a chip) on v4.
   The global batch is split over devices, so it must divide by this."""
-  return len(compile_report.slice_devices(topology))
+  return len(hlo.slice_devices(topology))
 
 
 def charades_root() -> str:

@@ -258,7 +258,7 @@ def run_recipe(name, variant, seed, cfg, steps, real, args) -> dict:
   shutil.rmtree(run_dir, ignore_errors=True)
   t0 = time.time()
   out = train.run(cfg, run_dir, mode="eval" if cfg.num_train_steps < 0 else "train")
-  res = analyse(cfg, out["state"]["params"])
+  res = analyse(cfg, out["state"].params)
   peaks = optim.peak_lrs(cfg.optim)
   res.update(steps=steps, real_steps=real, seconds=round(time.time() - t0, 1),
              lr=cfg.optim.lr, head_lr=peaks["head"], gate_lr=peaks["gates"],

@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from victr_jax import clip, config_lib, models, optim, train_state  # noqa: E402
+from victr_jax import clip, config_lib, models, optim, programs, train_state  # noqa: E402
 from victr_jax.clip import checkpoint  # noqa: E402
 
 from common import matmul_peak, median_time  # noqa: E402
@@ -46,22 +46,21 @@ def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
   ocfg.lr, ocfg.warmup_steps, ocfg.clip_grad_norm, ocfg.label_smoothing = lr, 0, 0.0, 0.0
   ocfg.head_lr_mult = 1.0
   tx = optim.make(ocfg, params, 1000)
-  state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-           "rng": jax.random.key_data(jax.random.key(0))}
-  step = jax.jit(train_state.make_train_step(model, tx, ocfg, tokens.shape[0], False),
+  state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                 opt_state=tx.init(params),
+                                 rng=jax.random.key_data(jax.random.key(0)))
+  step = jax.jit(programs.make_train_step(model, tx, ocfg, tokens.shape[0], False),
                  donate_argnums=(0,))
   batch = {"frames": jnp.asarray(frames), "label": jnp.asarray(labels)}
-  args = (batch, jnp.asarray(tokens), None, None)
-  compiled = step.lower(state, *args).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
+  args = (batch, train_state.Prompts(jnp.asarray(tokens)))
+  compiled, flops = programs.compile(step, state, *args)
   box = [state]
 
   def run():
     box[0], m = step(box[0], *args)
     jax.block_until_ready(m["loss"])
 
-  return run, float(cost.get("flops", 0.0)), compiled
+  return run, flops, compiled
 
 
 def torch_step(ref, frames, tokens, labels, lr=1e-5, bf16=False):

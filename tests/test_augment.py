@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from data_pipelines import pipeline, records, video_io, video_ops
-from victr_jax import config_lib, losses, train_state
+from victr_jax import config_lib, losses, programs, train_state
 
 
 # ------------------------------------------------------------------------- sampling
@@ -242,10 +242,11 @@ def test_train_step_keeps_label_smoothing_with_mixup_and_cutmix(mixup, cutmix):
   ocfg.label_smoothing, ocfg.mixup_alpha, ocfg.cutmix_alpha = 0.1, mixup, cutmix
   w = jnp.array([2.0, -1.0, 0.5, 0.0, 1.0])
   tx = optax.sgd(0.0)
-  state = {"step": jnp.int32(0), "params": {"w": w}, "opt_state": tx.init({"w": w}),
-           "rng": jax.random.key_data(jax.random.key(0))}
-  step = jax.jit(train_state.make_train_step(_ConstModel(), tx, ocfg, C, False))
-  _, m = step(state, {"frames": frames, "label": labels}, None, None, None)
+  state = train_state.TrainState(step=jnp.int32(0), params={"w": w}, opt_state=tx.init({"w": w}),
+                                 rng=jax.random.key_data(jax.random.key(0)))
+  step = jax.jit(programs.make_train_step(_ConstModel(), tx, ocfg, C, False))
+  _, m = step(state, {"frames": frames, "label": labels},
+              train_state.Prompts(jnp.zeros((C, 4), jnp.int32)))
   logp = np.asarray(jax.nn.log_softmax(w))
   expect = -(_smoothed(labels, 0.1).mean(0) * logp).sum()
   np.testing.assert_allclose(m["loss"], expect, rtol=1e-5)

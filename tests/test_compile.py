@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("libtpu", reason="--mode=compile for TPU slices needs libtpu (test extra)")
 
-from victr_jax import compile_report, data  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax import compile_report, data, hlo  # noqa: E402  pylint: disable=g-import-not-at-top
 
 KEYS = {"fits": bool, "hbm_bytes": int, "memory_bytes": dict, "flops": dict, "roofline": dict,
         "collectives": dict}
@@ -46,7 +46,7 @@ def test_tiny_config_compiles_for_a_v5e_slice_and_reports_every_field(tmp_path, 
                                   "mfu_bound"}
   r = rep["roofline"]
   assert r["step_s"] == max(r["compute_s"], r["memory_s"], r["communication_s"]) > 0
-  assert set(rep["collectives"]) == set(compile_report.COLLECTIVES)
+  assert set(rep["collectives"]) == set(hlo.COLLECTIVES)
   # Data parallel over 4 chips: the gradients are all-reduced (or reduce-scattered).
   assert rep["collectives"]["all-reduce"]["count"] + rep["collectives"]["reduce-scatter"][
       "count"] > 0
@@ -64,14 +64,14 @@ def test_a_batch_far_too_large_is_a_does_not_fit_report(tmp_path, no_data, capsy
 
 
 def test_collectives_are_read_from_hlo_text():
-  hlo = "\n".join([
+  text = "\n".join([
       "%ag = bf16[1024,64]{1,0} all-gather(bf16[256,64]{1,0} %p), replica_groups=[1,4]<=[4]",
       "%ar-start = f32[10]{0} all-reduce-start(f32[10]{0} %g), replica_groups={{0,1,2,3}}",
       "%ar-done = f32[10]{0} all-reduce-done(f32[10]{0} %ar-start)",
       "%rs = (f32[8]{0}, f32[8]{0}) reduce-scatter(f32[32]{0} %a, f32[32]{0} %b), "
       "replica_groups=[1,4]<=[4]",
   ])
-  col = compile_report.collectives(hlo)
+  col = hlo.collectives(text)
   assert col["all-gather"] == {"count": 1, "bytes": 1024 * 64 * 2,
                                "moved_bytes": 1024 * 64 * 2 * 3 / 4}
   assert col["all-reduce"]["count"] == 1 and col["all-reduce"]["bytes"] == 40  # done not counted
@@ -82,14 +82,14 @@ def test_async_collectives_with_tuple_results():
   line = ("%ags = (bf16[256,64]{1,0:T(8,128)(2,1)}, bf16[1024,64]{1,0:T(8,128)(2,1)S(1)}) "
           "all-gather-start(bf16[256,64]{1,0:T(8,128)(2,1)} %p), channel_id=3, "
           "replica_groups=mesh['axis_0'=4] {'axis_0'}, dimensions={0}")
-  col = compile_report.collectives(line + "\n%agd = bf16[1024,64]{1,0} all-gather-done(%ags)")
+  col = hlo.collectives(line + "\n%agd = bf16[1024,64]{1,0} all-gather-done(%ags)")
   assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 1024 * 64 * 2
 
 
 def test_tpu_mesh_replica_groups():
   line = ("%ag = bf16[128,32]{0,1:T(8,128)(2,1)} all-gather(%p), channel_id=70, "
           "replica_groups=mesh['axis_0'=2,'axis_1'=4] {'axis_1'}, dimensions={1}")
-  col = compile_report.collectives(line)
+  col = hlo.collectives(line)
   assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 128 * 32 * 2
   assert col["all-gather"]["moved_bytes"] == 128 * 32 * 2 * 3 / 4  # 4 devices per group
 
@@ -99,7 +99,7 @@ def test_tpu_mesh_replica_groups_with_device_ids():
   line = ("%ag = bf16[128,32]{0,1:T(8,128)(2,1)} all-gather(%p), channel_id=95, "
           "replica_groups=mesh['axis_0'=1,'axis_1'=4,'axis_2'=2], device_ids=([2,4]T(1,0)) "
           "{'axis_1'}, dimensions={1}")
-  col = compile_report.collectives(line)
+  col = hlo.collectives(line)
   assert col["all-gather"]["moved_bytes"] == 128 * 32 * 2 * 3 / 4
 
 
@@ -107,7 +107,7 @@ def test_a_collective_split_over_async_stages_counts_once():
   """TPU async collectives repeat the op, with its channel, in every stage's fusion."""
   stage = ("%ag.{} = bf16[1024,64]{{1,0}} all-gather(%p), channel_id=7, "
            "replica_groups=[1,4]<=[4], dimensions={{0}}")
-  col = compile_report.collectives("\n".join(stage.format(i) for i in range(5)))
+  col = hlo.collectives("\n".join(stage.format(i) for i in range(5)))
   assert col["all-gather"]["count"] == 1 and col["all-gather"]["bytes"] == 1024 * 64 * 2
 
 
@@ -143,18 +143,18 @@ def test_a_device_that_is_one_core_of_a_chip_gets_that_cores_share():
   and a one-core chip (v5e) are their chips."""
   from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
   gib = 2 ** 30
-  v4 = compile_report.CHIPS["TPU v4"]
-  core = compile_report.chip_of(SimpleNamespace(device_kind="TPU v4", num_cores=1))
+  v4 = hlo.CHIPS["TPU v4"]
+  core = hlo.chip_of(SimpleNamespace(device_kind="TPU v4", num_cores=1))
   assert core.hbm_bytes == int(15.75 * gib) and core.peak_flops == v4.peak_flops / 2
   assert core.hbm_bw == v4.hbm_bw / 2 and core.name == "v4 TensorCore"
-  assert compile_report.chip_of(SimpleNamespace(device_kind="TPU v4", num_cores=2)) == v4
-  assert compile_report.chip_of(SimpleNamespace(device_kind="TPU v5", num_cores=2)) == (
-      compile_report.CHIPS["TPU v5"])
-  assert compile_report.chip_of(SimpleNamespace(device_kind="TPU v5 lite", num_cores=1)) == (
-      compile_report.CHIPS["TPU v5 lite"])
-  assert compile_report.chip_of(SimpleNamespace(device_kind="cpu")) is None
-  devices = compile_report.slice_devices("v4:2x2x1")
-  assert len(devices) == 8 and compile_report.chip_of(devices[0]) == core
+  assert hlo.chip_of(SimpleNamespace(device_kind="TPU v4", num_cores=2)) == v4
+  assert hlo.chip_of(SimpleNamespace(device_kind="TPU v5", num_cores=2)) == (
+      hlo.CHIPS["TPU v5"])
+  assert hlo.chip_of(SimpleNamespace(device_kind="TPU v5 lite", num_cores=1)) == (
+      hlo.CHIPS["TPU v5 lite"])
+  assert hlo.chip_of(SimpleNamespace(device_kind="cpu")) is None
+  devices = hlo.slice_devices("v4:2x2x1")
+  assert len(devices) == 8 and hlo.chip_of(devices[0]) == core
 
 
 def test_a_v4_slice_reports_its_chips_and_its_devices(tmp_path, no_data, capsys):

@@ -73,7 +73,7 @@ def test_damaged_checkpoint_is_named_and_resume_uses_the_previous_one(trained, t
   out = capsys.readouterr().out
   assert "step 4 is damaged" in out and "moved to" in out
   assert (wd / checkpointing.DAMAGED_DIR / "4").is_dir()
-  assert int(res["state"]["step"]) == 6
+  assert int(res["state"].step) == 6
   assert "[train] step 3/6" in out  # resumed after step 2, not 4
   assert checkpointing.verify(str(wd / "checkpoints" / "4"))[0] == checkpointing.OK  # again
   assert all(np.isfinite(r["top1"]) for r in res["eval"]["sets"].values())

@@ -245,7 +245,7 @@ def test_prepare_train_evaluate_classify_reproduce_all_on_gcs(gcs, tmp_path, cap
     gpath.atomic_write(f"{gcs}/aux_vocab/{cat}.txt", words + "\n")
   # Train, then evaluate from the work directory.
   wd, c = f"{gcs}/wd", _chain_config(gcs)
-  assert int(train.run(c, wd, mode="train")["state"]["step"]) == 2
+  assert int(train.run(c, wd, mode="train")["state"].step) == 2
   res = train.run(c, wd, mode="eval")["eval"]
   assert res["step"] == 2 and res["sets"]["test"]["num_examples"] == 3
   for name in ("config.json", "eval_results.json", "confusion_test.png",

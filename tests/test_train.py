@@ -80,7 +80,7 @@ def test_every_config_inits_trains_and_evaluates(name, arg, fake_root, tmp_path)
   assert set(res["sets"]) == set(c.evals.keys())
   for r in res["sets"].values():
     assert r["num_examples"] > 0 and np.isfinite(r["mAP" if c.data.multi_label else "top1"])
-  steps = int(out["state"]["step"])
+  steps = int(out["state"].step)
   assert steps == (0 if "clip_zero_shot" in arg else 1)
   if name == "base_to_novel":
     assert "harmonic_mean" in res["protocol"]
@@ -106,16 +106,16 @@ def test_eight_devices_equal_one_device(tmp_path):
   sharded = train.run(c, str(tmp_path / "wd8"), mode="train")["state"]
   c1 = _demo_cfg(tmp_path, steps=3, **{"mesh.data": 1, "mesh.model": 1})
   single = train.run(c1, str(tmp_path / "wd1"), mode="train", devices=jax.devices()[:1])["state"]
-  fc = sharded["params"]["clip"]["visual"]["transformer"]["resblocks_0"]["mlp"]["c_fc"]["kernel"]
+  fc = sharded.params["clip"]["visual"]["transformer"]["resblocks_0"]["mlp"]["c_fc"]["kernel"]
   assert len(fc.sharding.device_set) == 8
   assert fc.addressable_shards[0].data.shape[1] == fc.shape[1] // 2  # split over 'model'
   diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
-                                       sharded["params"], single["params"]))
+                                       sharded.params, single.params))
   assert max(diffs) <= 1e-5
   moved = jax.tree.leaves(jax.tree.map(
-      lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), sharded["params"],
+      lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()), sharded.params,
       train.run(_demo_cfg(tmp_path, steps=0, num_train_steps=-1), str(tmp_path / "wd0"),
-                mode="train")["state"]["params"]))
+                mode="train")["state"].params))
   assert max(moved) > 1e-7  # training changed the parameters
 
 

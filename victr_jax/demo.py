@@ -251,7 +251,7 @@ def affinity_pictures(cfg, state, workdir, labels=(4, 5, 0)):
     first.setdefault(records.as_record(source[i]).labels[0], i)
   ecfg = data.with_classes(cfg.data, len(names))
   views = [pipeline.eval_views(source[first[c]], ecfg)["frames"][0] for c in labels]
-  out = jax.jit(model.apply)({"params": state["params"]}, jnp.asarray(np.stack(views)),
+  out = jax.jit(model.apply)({"params": state.params}, jnp.asarray(np.stack(views)),
                              jnp.asarray(tokens), jnp.asarray(aux_tokens), jnp.asarray(aux_cats))
   pred = np.asarray(out["logits"]).argmax(-1)
   prompts = names + synthetic.aux_vocab()[0]

@@ -1,11 +1,11 @@
 """Evaluation: every eval set of a config, over all test views, on any mesh and any number
 of hosts.
 
-  evaluator = Evaluator(config, model, mesh, rules, param_shardings, text, workdir, writer)
+  evaluator = Evaluator(config, progs, text, workdir, writer)   # progs: programs.build
   results = evaluator(params, step)   # also writes eval_results.json, metrics, pictures
 
 For each set in `config.evals`: open its source, run the compiled eval step over batches
-of (B, V, T, S, S, 3) views, gather labels and masks from every host, aggregate the views
+of (B, V, T, S, S, 3) views (the eval program of programs.py), gather labels and masks from every host, aggregate the views
 of each video (mean of softmax probabilities, or of sigmoids for multi-label), accumulate
 counts (`metrics.ClassificationAccumulator`), and summarise the protocol groups (mean and
 std over splits, base-to-novel harmonic mean). Process 0 prints one line per set and
@@ -17,74 +17,52 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
 from data_pipelines import gpath, pipeline
-from victr_jax import data, metrics, sharding
+from victr_jax import data, metrics
 
 HEADLINE = ("top1", "top5", "mean_class_accuracy", "mAP")
 MAX_CONFUSION_CLASSES = 200
 
 
-def make_eval_step(model):
-  """(params, frames (B, V, T, H, W, 3), class_tokens, aux_tokens, aux_cats) -> logits
-  (B, V, n) float32: every view of every video through the model, eval mode."""
-
-  def eval_step(params, frames, class_tokens, aux_tokens, aux_cats):
-    b, v = frames.shape[:2]
-    out = model.apply({"params": params}, frames.reshape(b * v, *frames.shape[2:]),
-                      class_tokens, aux_tokens, aux_cats, train=False)
-    return out["logits"].astype(jnp.float32).reshape(b, v, -1)
-
-  return eval_step
-
-
-def eval_data_config(dcfg, mesh):
+def eval_data_config(dcfg, layout):
   """The data config evaluation reads with: eval_batch_size padded up to a multiple of the
   data x fsdp devices and the processes (padding is masked; every video counts once)."""
   e = dcfg.copy_and_resolve_references()
   e.eval_batch_size = pipeline.padded_eval_batch(
-      dcfg.eval_batch_size, mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
+      dcfg.eval_batch_size, layout.batch_devices, jax.process_count())
   return e
 
 
 class Evaluator:
-  """Evaluates params on every set of `config.evals` (see the module docstring).
+  """Evaluates params on every set of `config.evals` (see the module docstring) with the
+  eval program of `progs` (programs.build).
 
   text: the trainer's `train_state.Prompts` (the auxiliary prompts are shared with
   training; each eval set brings its own class prompts).
   """
 
-  def __init__(self, config, model, mesh, rules, param_shardings, text, workdir: str,
-               writer=None):
-    self.config, self.mesh, self.rules, self.workdir = config, mesh, rules, workdir
+  def __init__(self, config, progs, text, workdir: str, writer=None):
+    self.config, self.progs, self.workdir = config, progs, workdir
+    self.layout = progs.layout
     self.writer, self.host = writer, jax.process_index()
     self.multi_label = config.data.multi_label
-    self.dcfg = eval_data_config(config.data, mesh)
-    self.repl, self.batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-    self.aux = (self._put(text.aux_tokens), self._put(text.aux_cats))
-    repl = self.repl
-    with sharding.use(mesh, rules):
-      self.step_fn = jax.jit(make_eval_step(model),
-                             in_shardings=(param_shardings, self.batch_sh, repl, repl, repl),
-                             out_shardings=repl)
+    self.dcfg = eval_data_config(config.data, self.layout)
+    self.text = text
     padded = self.dcfg.eval_batch_size
     if padded != config.data.eval_batch_size and self.host == 0 and config.evals:
       logging.info("data.eval_batch_size=%d padded to %d (%d data x fsdp devices, %d processes)",
-                   config.data.eval_batch_size, padded,
-                   mesh.shape["data"] * mesh.shape["fsdp"], jax.process_count())
-
-  def _put(self, x):
-    return None if x is None else jax.device_put(jnp.asarray(x), self.repl)
+                   config.data.eval_batch_size, padded, self.layout.batch_devices,
+                   jax.process_count())
 
   def evaluate_set(self, params, name: str,
                    ecfg) -> tuple[dict, tuple[np.ndarray, list[str]] | None]:
     """(results of one eval set, (its confusion matrix, class names) or None)."""
     names = data.subset_names(ecfg)
-    tokens = self._put(data.class_tokens(names, self.config.prompt_template))
+    text = self.progs.put(self.text.with_classes(names, self.config.prompt_template))
     source = data.open_source(ecfg, self.config.data)
     stats = pipeline.Stats()
     acc = metrics.ClassificationAccumulator(len(names), multi_label=self.multi_label)
@@ -93,9 +71,9 @@ class Evaluator:
     t0 = time.time()
     dcfg = data.with_classes(self.dcfg, len(names))
     for batch in pipeline.eval_dataset(source, dcfg, self.host, jax.process_count(), stats):
-      frames = pipeline.to_global({"f": batch["frames"]}, self.batch_sh)["f"]
-      with sharding.use(self.mesh, self.rules):
-        logits = np.asarray(self.step_fn(params, frames, tokens, *self.aux))
+      frames = pipeline.to_global({"f": batch["frames"]}, self.layout.batch)["f"]
+      with self.layout.use():
+        logits = np.asarray(self.progs.eval(params, frames, text))
       local = {k: batch[k] for k in ("label", "mask", "index", "corrupt")}
       if jax.process_count() > 1:
         local = {k: np.asarray(multihost_utils.process_allgather(v, tiled=True))

@@ -12,6 +12,7 @@ buffers (twice the bytes). Logical names used by the models ('batch', 'embed', '
 replicated.
 """
 import contextlib
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -90,6 +91,39 @@ def logical_axis_size(name: str) -> int:
   axes = nn.logical_to_mesh_axes((name,))[0]
   axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
   return math.prod(mesh.shape[a] for a in axes)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """The mesh and its logical axis rules, which always travel together.
+
+    layout = sharding.layout(config.mesh, devices)
+    with layout.use():  # while tracing a step
+      ...
+  """
+  mesh: Mesh
+  rules: tuple
+
+  def use(self):
+    return use(self.mesh, self.rules)
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return replicated(self.mesh)
+
+  @property
+  def batch(self) -> NamedSharding:
+    return batch_sharding(self.mesh)
+
+  @property
+  def batch_devices(self) -> int:
+    """Devices a batch is split over (data x fsdp)."""
+    return self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+
+
+def layout(cfg_mesh, devices=None) -> Layout:
+  """The config's mesh (make_mesh) with its rules (logical_rules, `fsdp_params`)."""
+  return Layout(make_mesh(cfg_mesh, devices), logical_rules(cfg_mesh.get("fsdp_params", True)))
 
 
 def param_shardings(abstract_variables, mesh: Mesh, rules):

@@ -5,7 +5,7 @@
 One code path for 1 CPU, 8 devices and many hosts: a device mesh from the config, logical
 axis rules for parameters and activations, `jax.jit` with explicit shardings and donated
 state, per-host batches assembled into global arrays. The pieces live next door: the
-state and its step in `train_state.py`, the objective in `losses.py`, checkpoints in
+state in `train_state.py`, the jitted train and eval steps in `programs.py`, the objective in `losses.py`, checkpoints in
 `checkpointing.py` (asynchronous, keep-N, never a half-written one, each sealed with a
 checksum; a damaged one is named and the previous one used), evaluation in
 `evaluate.py`. A run resumes from its work directory; SIGTERM writes a final checkpoint
@@ -18,7 +18,6 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -26,7 +25,7 @@ from jax.experimental import multihost_utils
 
 from data_pipelines import gpath, pipeline
 from victr_jax import (checkpointing, clip, config_lib, data, evaluate, metrics, models, optim,
-                       sharding, train_state)
+                       programs, sharding, train_state)
 from victr_jax.config_lib import check_config, total_steps
 
 
@@ -167,18 +166,6 @@ def _iterator_states(train_iter, host: int) -> dict:
   return iterators
 
 
-def _compile(jitted, *args):
-  """Ahead-of-time compiled `jitted` for these arguments, and its FLOPs per step over
-  all processes (0 when XLA does not say)."""
-  compiled = jitted.lower(*args).compile()
-  try:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return compiled, float(cost.get("flops", 0.0)) * jax.process_count()
-  except Exception:  # pylint: disable=broad-except
-    return compiled, 0.0
-
-
 def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   """Trains and/or evaluates; returns {'eval': results, 'state': final train state}
   ({'stopped_at', 'state'} after SIGTERM). devices: the mesh's devices (default: all).
@@ -193,48 +180,42 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   if host == 0 and (mode != "eval" or not gpath.exists(config_path)):
     # What victr-classify rebuilds the model from.
     gpath.atomic_write(config_path, config.to_json_best_effort(indent=2))
-  mesh = sharding.make_mesh(config.mesh, devices)
-  rules = sharding.logical_rules(config.mesh.get("fsdp_params", True))
+  layout = sharding.layout(config.mesh, devices)
   model = models.build_model(config.model)
   dcfg = config.data
   writer = metrics.create_writer(workdir, just_logging=host > 0)
-  text = train_state.prompts(config)  # the text tower runs once per step on these
+  names, text = train_state.prompts(config)  # the text tower runs once per step on these
   train_source = (data.open_source(dcfg.train, dcfg) if config_lib.trains(config, mode)
                   else None)
   num_steps = total_steps(config, len(train_source)) if train_source is not None else 0
 
   # ---------------------------------------------------------------- state, resumed
-  st = train_state.init_state(config, model, mesh, rules, num_steps, text, clip_params)
-  state = st.state
+  init = train_state.init_state(config, model, layout, num_steps, text, clip_params)
+  state = init.state
   stats = pipeline.Stats()  # corrupt training videos, reported with the train metrics
   train_iter = None
   if train_source is not None:
-    train_iter = iter(pipeline.train_dataset(train_source, data.with_classes(dcfg, len(text.names)),
+    train_iter = iter(pipeline.train_dataset(train_source, data.with_classes(dcfg, len(names)),
                                              host, jax.process_count(), stats))
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints, read_only=mode == "eval")
   found = ckpt.restore(jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state.as_tree()))
   start = 0
   if found is not None:
-    start, state, restored = found
+    start, tree, restored = found
+    state = train_state.TrainState.from_tree(tree)
     if train_iter is not None:
       train_iter.set_state(restored["iterators"][str(host)])
     logging.info("resumed from step %d", start)
   elif config.get("init_from"):  # a fresh run from another run's trained parameters
-    state = dict(state, params=_params_from(config.init_from, state["params"],
-                                            st.param_shardings))
+    state = state.replace(params=_params_from(config.init_from, state.params,
+                                              init.param_shardings))
 
   # ---------------------------------------------------------------- steps
-  repl, batch_sh = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  train_text = tuple(None if x is None else jax.device_put(jnp.asarray(x), repl)
-                     for x in (text.tokens, text.aux_tokens, text.aux_cats))
-  evaluate_at = evaluate.Evaluator(config, model, mesh, rules, st.param_shardings, text,
-                                   workdir, writer)
-  with sharding.use(mesh, rules):
-    p_train = jax.jit(train_state.make_train_step(model, st.tx, config.optim, len(text.names),
-                                                  dcfg.multi_label),
-                      in_shardings=(st.shardings, batch_sh, repl, repl, repl),
-                      out_shardings=(st.shardings, repl), donate_argnums=(0,))
+  progs = programs.build(config, model, layout, init, len(names))
+  train_text = progs.put(text)
+  evaluate_at = evaluate.Evaluator(config, progs, text, workdir, writer)
+  p_train = progs.train
 
   # ---------------------------------------------------------------- loop
   terminate = _Terminate()
@@ -245,21 +226,21 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
     if mode in ("train", "train_and_eval") and start < num_steps:
       if host == 0:
         logging.info("training %s: %.1fM params, %d steps, mesh %s, %d process(es)",
-                     config.model.name, st.num_params / 1e6, num_steps, dict(mesh.shape),
+                     config.model.name, init.num_params / 1e6, num_steps, dict(layout.mesh.shape),
                      jax.process_count())
       for step in range(start, num_steps):
-        batch = pipeline.to_global(next(train_iter), batch_sh)
-        with sharding.use(mesh, rules):
+        batch = pipeline.to_global(next(train_iter), layout.batch)
+        with layout.use():
           if step == start:  # compile once, ahead of time, and read its FLOPs
-            p_train, log.flops_per_step = _compile(p_train, state, batch, *train_text)
-          state, m = p_train(state, batch, *train_text)
+            p_train, log.flops_per_step = programs.compile(p_train, state, batch, train_text)
+          state, m = p_train(state, batch, train_text)
         done = step + 1
         log.add(done, m)
         if done % config.log_every == 0 or done == num_steps:
           log.write(done, host)
         if done % config.checkpoint_every == 0 or done == num_steps or terminate.requested:
           log.check_finite()  # never save a state that is not finite
-          ckpt.save(done, state, {"iterators": _iterator_states(train_iter, host)})
+          ckpt.save(done, state.as_tree(), {"iterators": _iterator_states(train_iter, host)})
           log.last_good = done
         if terminate.requested:
           logging.warning("stopped by SIGTERM at step %d; checkpoint written", done)
@@ -267,9 +248,9 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
         if config.eval_every and done % config.eval_every == 0 and done < num_steps and (
             mode == "train_and_eval"):
           log.check_finite()
-          evaluate_at(state["params"], done)
+          evaluate_at(state.params, done)
       log.check_finite()
-    return {"eval": evaluate_at(state["params"], int(state["step"])) if mode != "train" else {},
+    return {"eval": evaluate_at(state.params, int(state.step)) if mode != "train" else {},
             "state": state}
   finally:
     writer.flush()

@@ -104,8 +104,8 @@ def _step_seconds(config, topology: str, cache: dict, key: str):
     import contextlib  # pylint: disable=g-import-not-at-top
     import io  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
-    from victr_jax import compile_report  # pylint: disable=g-import-not-at-top
-    devices = compile_report.slice_devices(topology)
+    from victr_jax import compile_report, hlo  # pylint: disable=g-import-not-at-top
+    devices = hlo.slice_devices(topology)
     with contextlib.redirect_stdout(io.StringIO()):
       compiled, ctx = compile_report.compile_steps(config, devices, count_flops=False,
                                                    train_only=True)
