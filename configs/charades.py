@@ -22,7 +22,7 @@ def get_config(arg=None):
   d = c.data
   d.multi_label = True
   # Sigmoid BCE on s cos (s about 100) starts with every sigmoid near 1: a learnable bias
-  # from -10 starts them small (benchmarks/recipe_dynamics.py --recipes charades).
+  # from -10 starts them small (experiments/recipe_dynamics.py --recipes charades).
   c.model.logit_bias = True
   d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 16
   d.num_test_clips, d.num_test_crops = a.clips, a.crops

@@ -1,11 +1,11 @@
-"""The main job (victr_jax/demo.py) end to end on a few steps, and its motion metrics."""
+"""The main job (experiments/demo.py) end to end on a few steps, and its motion metrics."""
 import json
 import os
 
 import numpy as np
 
 from data_pipelines import synthetic
-from victr_jax import demo
+from experiments import demo
 
 
 def test_motion_scores_on_hand_made_confusions():

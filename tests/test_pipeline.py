@@ -175,7 +175,7 @@ def test_test_videos_come_in_reverse_pairs_so_frame_averages_score_half_on_direc
   """In the test split each video of a reverse motion is its partner's video backwards, so
   an order-blind classifier (here: the frames' mean, nearest class mean) predicts the same
   class for both and its direction accuracy is exactly 0.5 on every axis."""
-  from victr_jax import demo  # pylint: disable=g-import-not-at-top
+  from experiments import demo  # pylint: disable=g-import-not-at-top
   vids = list(synthetic.generate("test", 3, num_frames=5, size=16))
   train = list(synthetic.generate("train", 3, num_frames=5, size=16))
   assert not any(np.array_equal(train[0].frames, v.frames[::-1]) for v in train[1:])

@@ -2,7 +2,8 @@
 import numpy as np
 
 from data_pipelines import synthetic, video_ops
-from victr_jax import clip, pretrain
+from experiments import pretrain
+from victr_jax import clip
 
 
 def test_frame_captions_describe_position_and_size():

@@ -1,14 +1,9 @@
-"""benchmarks/recipe_dynamics.py's bookkeeping: the recipes' real step counts, the
+"""experiments/recipe_dynamics.py's bookkeeping: the recipes' real step counts, the
 direction metric and the affinity table (no training here: that is the benchmark's job)."""
-import os
-import sys
-
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
-import recipe_dynamics as rd  # noqa: E402  pylint: disable=g-import-not-at-top
-
-from data_pipelines import synthetic  # noqa: E402
+from data_pipelines import synthetic
+from experiments import recipe_dynamics as rd
 
 
 def test_real_steps_follow_the_recipes_sizes_batches_and_epochs():

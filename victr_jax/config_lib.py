@@ -23,7 +23,7 @@ from victr_jax import models, sharding
 
 DATA_ROOT = os.environ.get("VICTR_DATA", "/data/victr")
 # Peak learning rates of the head and of its gates, absolute (victr_jax/optim.py); chosen
-# by benchmarks/recipe_dynamics.py (0: the old rule, lr x head_lr_mult).
+# by experiments/recipe_dynamics.py (0: the old rule, lr x head_lr_mult).
 HEAD_LR = 1e-3
 GATE_LR = 5e-2
 

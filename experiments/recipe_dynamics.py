@@ -1,7 +1,7 @@
 """Does the VicTR head reach the logits within each shipped recipe's budget, and how do
 its ablations and switches compare there? Every figure over seeds (mean ± sample std, n).
 
-  python benchmarks/recipe_dynamics.py [--recipes all] [--variants victr,mean_pool]
+  python -m experiments.recipe_dynamics [--recipes all] [--variants victr,mean_pool]
       [--seeds 1] [--max_steps 2000] [--batch 16] [--workdir workdirs/recipe_dynamics]
       [--clip workdirs/demo/clip] [--set k=v,...]
 
@@ -13,7 +13,7 @@ at the real data-set sizes; and `charades`: multi-label, sigmoid BCE with the re
 logit bias, scored by mAP on synthetic_actions' 'sequences' (two motions in turn, both
 labelled). Each trains on synthetic_actions (the main job's 64 train videos per class,
 --test_per_class test videos) from the main job's pretrained demo CLIP (`python -m
-victr_jax.demo` writes it; this script pretrains one when it is missing). CPU cuts, printed
+experiments.demo` writes it; this script pretrains one when it is missing). CPU cuts, printed
 with the results: a recipe longer than --max_steps runs a complete schedule of --max_steps
 steps, and every recipe runs batch --batch (the recipes' 64 or 256 do not fit a CPU's
 time); the data settings are the demo's (no flips or crops: positions are the signal).
@@ -55,7 +55,8 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-posit
 import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 from data_pipelines import pipeline, synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
-from victr_jax import config_lib, data, demo, metrics, models, optim, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from experiments import demo, pretrain  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax import config_lib, data, metrics, models, optim, train  # noqa: E402  pylint: disable=g-import-not-at-top
 from victr_jax.models import head as H  # noqa: E402  pylint: disable=g-import-not-at-top
 
 K400_TRAIN = 240_000  # Kinetics-400 train videos as the peers hold them: "~240k" (X-CLIP,
@@ -374,7 +375,7 @@ def main(argv=None):
   if not os.path.exists(os.path.join(args.clip, "clip_config.json")):
     print(f"no pretrained demo CLIP at {args.clip}: pretraining one (2000 steps, as the "
           "main job)", flush=True)
-    demo.pretrain_clip(models.clip_config_of(cfg0.model), args.clip, 2000)
+    pretrain.pretrain_clip(models.clip_config_of(cfg0.model), args.clip, 2000)
 
   todo = [(n, v, s) for n in names for v in args.variants.split(",")
           for s in range(args.seeds)]

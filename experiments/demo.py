@@ -1,6 +1,6 @@
 """The main job: the whole method on the embedded synthetic_actions data, on a CPU.
 
-  python -m victr_jax.demo [--workdir workdirs/demo] [--steps 200] [--pretrain_steps 2000]
+  python -m experiments.demo [--workdir workdirs/demo] [--steps 200] [--pretrain_steps 2000]
 
 1. data      synthetic_actions records: 18 classes "a {colour} shape {motion}" whose motions
              come in reverse pairs ("moving to the left" / "... right", "growing large" /
@@ -48,7 +48,8 @@ import numpy as np  # noqa: E402
 
 from configs import demo as demo_config_module  # noqa: E402
 from data_pipelines import gpath, pipeline, records, synthetic, video_ops  # noqa: E402
-from victr_jax import clip, config_lib, data, metrics, models, pretrain, train, viz  # noqa: E402
+from experiments.pretrain import attribute_accuracy, pretrain_clip  # noqa: E402
+from victr_jax import clip, config_lib, data, metrics, models, train, viz  # noqa: E402
 
 ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
     ("clip_zero_shot", "CLIP zero-shot, frame average"),
@@ -73,77 +74,6 @@ def _log(msg):
   print(msg, flush=True)
 
 
-# ------------------------------------------------------------------ 2. CLIP pretraining
-def pretrain_clip(cfg, out_dir, steps, batch_size=256, lr=1e-3, pool=6144, per_video=4,
-                  seed=0):
-  """Contrastive pretraining of the CLIP architecture `cfg` on frames + descriptions ->
-  checkpoint dir. A batch is whole groups of `per_video` frames of one video, each group
-  followed by its mirror images (flipped left-right, top-bottom or across the diagonal,
-  place words swapped): pairs that differ only in place. Without them the place words
-  never ground: image and text towers both start blind to where a shape is (a flip changes
-  neither embedding), and the contrastive gradient cannot break that symmetry on its own;
-  size words, which the pixels show without any position, ground either way. The diagonal
-  mirror (x and y swapped: 'at the left' becomes 'at the top') is what tells a horizontal
-  place from a vertical one: without it the CLIP scores 0.54 on that test, and VicTR
-  confuses the left/right and top/bottom motion axes."""
-  frames, _, attrs = synthetic.frames_and_captions("pretrain", pool, cfg.image_size, seed,
-                                                   per_video)
-  rng = np.random.default_rng(seed)
-  both = ([], [])
-  for g in range(0, pool, per_video):
-    axis = synthetic.MIRRORS[int(rng.integers(len(synthetic.MIRRORS)))]
-    flips = [synthetic.mirrored(frames[i], attrs[i], axis) for i in range(g, g + per_video)]
-    both[0].extend(list(frames[g:g + per_video]) + [f for f, _ in flips])
-    both[1].extend(attrs[g:g + per_video] + [a for _, a in flips])
-  images = video_ops.normalize(np.stack(both[0]))
-  tokens = clip.trim_tokens(clip.tokenize([synthetic.describe(**a) for a in both[1]]))
-  group = 2 * per_video
-
-  def batches():
-    while True:
-      groups = rng.choice(len(images) // group, batch_size // group, replace=False)
-      idx = (groups[:, None] * group + np.arange(group)).ravel()
-      yield images[idx], tokens[idx]
-
-  model, params, losses = pretrain.pretrain(cfg, batches(), steps, lr=lr, seed=seed,
-                                            log_every=max(steps // 5, 1), log=_log)
-  clip.save_converted(cfg, params, out_dir, overwrite=True)
-  return model, params, losses
-
-
-MIRROR_TESTS = (("x", "left_right"), ("y", "top_bottom"), ("d", "horizontal_vertical"))
-
-
-def attribute_accuracy(model, params, n=240, seed=0) -> dict:
-  """Zero-shot accuracy of the CLIP on held-out frames, per attribute: the true description
-  against the same description with that attribute swapped for each other value; beside it
-  the share of the most frequent value (what always guessing it would score)."""
-  frames, _, attrs = synthetic.frames_and_captions("val", n, model.cfg.image_size, seed)
-  images = jnp.asarray(video_ops.normalize(frames))
-  img = model.apply({"params": params}, images, method=model.encode_image)
-  img = clip.l2_normalize(img)
-  out = {}
-  for name, values in synthetic.ATTRIBUTES.items():
-    texts = [synthetic.describe(**dict(a, **{name: v})) for a in attrs for v in values]
-    txt = model.apply({"params": params}, clip.trim_tokens(clip.tokenize(texts)),
-                      method=model.encode_text).reshape(n, len(values), -1)
-    txt = clip.l2_normalize(txt)
-    pred = np.asarray(jnp.einsum("nd,nvd->nv", img, txt).argmax(-1))
-    truth = [a[name] for a in attrs]
-    out[name] = {"accuracy": float(np.mean([values[p] == t for p, t in zip(pred, truth)])),
-                 "majority": max(truth.count(v) for v in values) / len(truth)}
-  for axis, name in MIRROR_TESTS:  # the place against its mirror image's
-    mirror = [synthetic.mirrored(f, a, axis)[1] for f, a in zip(frames, attrs)]
-    off = [k for k, (a, b) in enumerate(zip(attrs, mirror)) if a != b]
-    texts = [synthetic.describe(**a) for k in off for a in (attrs[k], mirror[k])]
-    txt = model.apply({"params": params}, clip.trim_tokens(clip.tokenize(texts)),
-                      method=model.encode_text).reshape(len(off), 2, -1)
-    sim = jnp.einsum("nd,nvd->nv", img[np.asarray(off)], clip.l2_normalize(txt))
-    out[name] = {"accuracy": float(np.mean(np.asarray(sim.argmax(-1)) == 0)), "majority": 0.5}
-  return out
-
-
-# ------------------------------------------------------------------ 3. runs
 def seeds_of(variant: str, headline: int, ablation: int) -> int:
   """Seeds a row runs: CLIP zero-shot trains nothing and evaluates deterministically (one);
   the headline rows `headline`; the ablations `ablation`."""
@@ -262,7 +192,7 @@ def affinity_pictures(cfg, state, workdir, labels=(4, 5, 0)):
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m victr_jax.demo", description=__doc__,
+  p = argparse.ArgumentParser(prog="python -m experiments.demo", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default=os.path.join("workdirs", "demo"))
   p.add_argument("--steps", type=int, default=200, help="training steps per run")
@@ -307,7 +237,8 @@ def main(argv=None) -> int:
   ckpt = os.path.join(wd, "clip")
   _log(f"[2/4] pretraining a tiny CLIP on single frames and their descriptions "
        f"({args.pretrain_steps} steps)")
-  model, params, _ = pretrain_clip(models.clip_config_of(cfg0.model), ckpt, args.pretrain_steps)
+  model, params, _ = pretrain_clip(models.clip_config_of(cfg0.model), ckpt, args.pretrain_steps,
+                                   log=_log)
   attr = attribute_accuracy(model, params)
   _log("      zero-shot accuracy per attribute on held-out frames (most frequent value's "
        "share): " + ", ".join(f"{k} {v['accuracy']:.2f} ({v['majority']:.2f})"
