@@ -44,7 +44,7 @@ def our_step(cfg_model, frames, tokens, labels, lr=1e-5, clip_params=None):
     params = dict(params, clip=clip_params)
   ocfg = config_lib.base().optim
   ocfg.lr, ocfg.warmup_steps, ocfg.clip_grad_norm, ocfg.label_smoothing = lr, 0, 0.0, 0.0
-  ocfg.head_lr_mult = 1.0
+  ocfg.head_lr = ocfg.gate_lr = lr  # one rate for every group, as PyTorch's AdamW here
   tx = optim.make(ocfg, params, 1000)
   state = train_state.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                  opt_state=tx.init(params),

@@ -30,7 +30,7 @@ def get_config(arg=None):
   c.model.head.attention_chunk, c.model.head.video_chunk = 128, 64
   c.model.remat = True
   d = c.data
-  d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 64
+  d.batch_size, d.eval_batch_size = 64, 64
   d.flip = a.dataset != "ssv2"
   d.train = config_lib.records_set(f"{a.root}/{train}", names, classes=base,
                                    shots=0 if a.train_list else a.shots, shot_seed=a.seed,

@@ -24,7 +24,7 @@ def get_config(arg=None):
   # Sigmoid BCE on s cos (s about 100) starts with every sigmoid near 1: a learnable bias
   # from -10 starts them small (experiments/recipe_dynamics.py --recipes charades).
   c.model.logit_bias = True
-  d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 64, 16
+  d.batch_size, d.eval_batch_size = 64, 16
   d.num_test_clips, d.num_test_crops = a.clips, a.crops
   names = f"{a.root}/charades/classes.txt"
   d.train = config_lib.records_set(f"{a.root}/charades/train.tfrecord-*", names)

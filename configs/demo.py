@@ -25,7 +25,7 @@ def get_config(arg=None):
   d.synthetic_size = 32  # rendered at the model's resolution: nothing to resize
   d.synthetic_frames = (a.frames - 1) * 2 + 1  # a clip spans the whole video: a motion and
   # its reverse then give the same set of frames, and frame averaging cannot tell them apart
-  d.num_frames, d.stride, d.image_size = a.frames, 2, 32
+  d.stride = 2
   d.flip = False  # flipping turns "moving left" into "moving right"
   d.crop_scale = (1.0, 1.0)  # positions are the signal: no spatial jitter
   d.batch_size, d.eval_batch_size, d.num_threads = 16, 144, 2

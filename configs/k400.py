@@ -18,7 +18,7 @@ def get_config(arg=None):
   # as much on its own (model / XLA FLOPs 0.78): pod plan.
   c.model.remat = True
   d = c.data
-  d.num_frames, d.batch_size, d.eval_batch_size = a.frames, 256, 32
+  d.batch_size, d.eval_batch_size = 256, 32
   d.num_test_clips, d.num_test_crops = a.clips, a.crops
   if a.crops == 3:
     d.test_resize = 0

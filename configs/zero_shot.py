@@ -31,7 +31,6 @@ def get_config(arg=None):
   c.model.head.attention_chunk, c.model.head.video_chunk = 128, 64
   c.model.remat = True  # v5e:4x4 needs it (15.2 GiB without: under 10% free; pod plan)
   d = c.data
-  d.num_frames = a.frames
   d.batch_size, d.eval_batch_size = 256, 64
   d.train = config_lib.records_set(f"{a.root}/kinetics400/train.tfrecord-*", "kinetics400")
   for ds in ("hmdb51", "ucf101"):

@@ -336,7 +336,7 @@ def main(argv=None):
   p.add_argument("--workdir", default=os.path.join(ROOT, "workdirs", "recipe_dynamics"))
   p.add_argument("--clip", default=os.path.join(ROOT, "workdirs", "demo", "clip"))
   p.add_argument("--set", default="", help="config overrides, e.g. model.head.gate_norm_matched"
-                 "=false,optim.gate_lr=0")
+                 "=false,optim.gate_lr=0.01")
   p.add_argument("--fresh", action="store_true",
                  help="ignore runs already in WORKDIR/recipe_dynamics.json (default: keep "
                       "those made under the same resolved settings, so a killed benchmark "

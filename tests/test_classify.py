@@ -47,7 +47,7 @@ def test_zero_shot_equals_clip_frame_average(video_and_ckpt):
   model, params = clip.load(ckpt)
   frames = classify.clip_frames(video, classify.views_config(None, 4, 32))[0][0]
   f = np.asarray(model.apply({"params": params}, frames, method=model.encode_image)).mean(0)
-  tok = clip.trim_tokens(clip.tokenize([f"a video of a person {l}." for l in
+  tok = clip.trim_tokens(clip.tokenize([f"a photo of a {l}." for l in
                                         ("running", "jumping", "swimming")]))
   e = np.asarray(model.apply({"params": params}, tok, method=model.encode_text))
   logits = min(np.exp(float(params["logit_scale"])), 100) * (

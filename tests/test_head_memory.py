@@ -19,11 +19,17 @@ def _data(rng, b=B):
           jnp.asarray(rng.standard_normal((J, D)), jnp.float32))
 
 
+# The CLIP scale on raw cosines and a raw gate at the embeddings: in float32 the model's
+# defaults (z-scored cosines, norm-matched gate) amplify rounding too much for a 1e-5
+# comparison of gradients (test_exact_in_float64 takes them).
+RAW = dict(affinity_standardize=False, affinity_temperature=0.0, gate_norm_matched=False,
+           temporal_relative=False, temporal_init_std=0.02)
+
+
 def _head(**kw):
-  """Two layers, 7 tokens per frame. The module's own affinity defaults (CLIP scale on raw
-  cosines): in float32 the model's defaults (z-scored cosines, norm-matched gate) amplify
-  rounding too much for a 1e-5 comparison of gradients (test_exact_in_float64 takes them)."""
-  return H.VicTRHead(num_classes_text=N_CLS, num_layers=2, num_heads=HEADS, num_frames=T, **kw)
+  """Two layers, 7 tokens per frame, gates at the embeddings; RAW unless kw says."""
+  return H.VicTRHead(num_classes_text=N_CLS, num_layers=2, num_heads=HEADS, num_frames=T,
+                     **dict(RAW, embedding_link=True, **kw))
 
 
 MODEL_DEFAULTS = dict(affinity_standardize=True, affinity_temperature=0.5,
@@ -132,18 +138,19 @@ def test_remat_and_chunk_are_off_by_default_and_reach_the_head():
 
 def test_model_with_remat_and_chunks_equals_the_default_model(rng):
   """The whole model (towers and head rematerialised, chunked head attention) has the
-  default model's variables and logits; a config without the new field (an older work
-  directory's) builds the default model."""
+  default model's variables and logits; a version-1 config without the field (an older
+  work directory's, migrated when read) builds the default model."""
+  from victr_jax import config_lib
   t = 4
   cfg = models.get_config("tiny")
-  cfg.num_frames = t
+  cfg.num_frames, cfg.head.link = t, "embeddings"
   plain = models.build_model(cfg)
+  old = cfg.to_dict()
   cfg.remat, cfg.head.attention_chunk = True, 3
   other = models.build_model(cfg)
-  old = cfg.to_dict()
   del old["head"]["attention_chunk"]
-  legacy = models.build_model(ml_collections.ConfigDict(old))
-  assert legacy.cfg.head.get("attention_chunk") is None
+  legacy = models.build_model(ml_collections.ConfigDict(config_lib.migrate({"model": old})["model"]))
+  assert legacy.cfg.head.attention_chunk == 0
   v = models.init(plain, num_frames=t, n=3, m=4)
   _assert_trees_close(models.init(other, num_frames=t, n=3, m=4), v, tol=0)
   p = jax.tree.map(lambda x: x, v["params"])

@@ -56,10 +56,30 @@ def test_each_group_moves_at_its_own_rate():
   np.testing.assert_allclose(u["gamma"], 1e-2, rtol=1e-3)
 
 
-def test_old_rule_head_lr_from_multiplier():
-  u = _step(_ocfg(lr=2e-6, head_lr=0.0, gate_lr=0.0, head_lr_mult=10.0))
-  np.testing.assert_allclose(u["head"]["layers_0"]["kernel"], 2e-5, rtol=1e-3)
-  np.testing.assert_allclose(u["head"]["gate_text"], 2e-5, rtol=1e-3)
+def test_a_version_1_work_directory_config_is_migrated(tmp_path):
+  """A config.json from before versions: head_lr 0 meant lr x head_lr_mult, clip_act sat at
+  the top, and head fields added later take the values its model computed with."""
+  import json
+  from victr_jax import config_lib
+  old = config_lib.base("tiny").to_dict()
+  del old["config_version"]
+  old["optim"].update(lr=2e-6, head_lr=0.0, head_lr_mult=10.0)
+  old["clip_act"] = "gelu"
+  for k in ("link", "affinity_standardize", "temporal_init_std", "reweight_pooled"):
+    del old["model"]["head"][k]
+  (tmp_path / "config.json").write_text(json.dumps(old))
+  c = config_lib.read_workdir_config(str(tmp_path))
+  assert c.config_version == config_lib.CONFIG_VERSION
+  assert "head_lr_mult" not in c.optim and "clip_act" not in c
+  np.testing.assert_allclose(optim.peak_lrs(c.optim)["head"], 2e-5)
+  assert c.model.clip_act == "gelu"
+  h = c.model.head
+  assert (h.link, h.affinity_standardize, h.temporal_init_std) == ("embeddings", False, 0.02)
+  assert h.reweight_pooled is False  # a field that changes nothing: today's default
+  config_lib.check_config(c, "compile", num_devices=1)  # a config of this version
+  (tmp_path / "config.json").write_text(json.dumps(dict(old, config_version=99)))
+  with pytest.raises(ValueError, match=r"config\.json.*config_version 99"):
+    config_lib.read_workdir_config(str(tmp_path))
 
 
 def test_gates_get_no_weight_decay_and_freeze_with_the_head():
@@ -74,7 +94,7 @@ def test_gates_get_no_weight_decay_and_freeze_with_the_head():
   assert float(np.abs(updates["head"]["layers_0"]["kernel"]).max()) > 0  # matrices decay
   frozen = _step(_ocfg(head_lr=1e-3, gate_lr=1e-2, freeze=("head",)))
   assert float(frozen["head"]["gate_video"]) == 0.0 and float(frozen["gamma"]) == 0.0
-  zero = _step(_ocfg(head_lr=0.0, head_lr_mult=0.0, gate_lr=1e-2))  # head off: gates off
+  zero = _step(_ocfg(head_lr=0.0, gate_lr=1e-2))  # head off: gates off
   assert float(zero["head"]["gate_video"]) == 0.0 and float(zero["gamma"].max()) == 0.0
 
 

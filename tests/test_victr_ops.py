@@ -132,7 +132,7 @@ def test_whole_head_against_numpy(new, pooled, rng):
   opts = dict(affinity_standardize=new, affinity_temperature=0.7 if new else 0.0,
               gate_norm_matched=new, temporal_relative=new)
   module = H.VicTRHead(num_classes_text=n, num_layers=2, num_heads=HEADS, num_frames=T,
-                       reweight_pooled=pooled, **opts)
+                       reweight_pooled=pooled, embedding_link=True, **opts)
   params = nn.unbox(module.init(jax.random.key(0), *_f32(f, e), SCALE)["params"])
   params = jax.tree.map(lambda v: v + 0.1 * jax.random.normal(jax.random.key(v.size), v.shape),
                         params)

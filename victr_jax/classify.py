@@ -91,8 +91,8 @@ def load_model(checkpoint: str):
     raise ValueError(f"--checkpoint {checkpoint}: no such file or directory")
   if gpath.exists(os.path.join(checkpoint, "config.json")) and gpath.isdir(
       os.path.join(checkpoint, "checkpoints")):
-    config = ml_collections.ConfigDict(
-        json.loads(gpath.read_text(os.path.join(checkpoint, "config.json"))))
+    from victr_jax import config_lib  # pylint: disable=g-import-not-at-top
+    config = config_lib.read_workdir_config(checkpoint)  # older layouts migrated
     model = models.build_model(config.model)
     from victr_jax import checkpointing  # pylint: disable=g-import-not-at-top
     step, state, _ = checkpointing.restore_latest(checkpoint)
@@ -104,7 +104,7 @@ def load_model(checkpoint: str):
 
 
 def classify(video, checkpoint, labels, aux=None, top_k=5, num_frames=None,
-             template="a video of a person {}.") -> dict:
+             template="a photo of a {}.") -> dict:
   """Ranks `labels` ("a,b,c" or @file) for a video file with the model of `checkpoint`.
 
   A work directory's model sees the test views its evaluation would (views_config):
@@ -154,8 +154,9 @@ def main(argv=None) -> int:
   p.add_argument("--aux", default=None, help="auxiliary vocabulary dir (VicTR work dirs)")
   p.add_argument("--top_k", type=int, default=5)
   p.add_argument("--frames", type=int, default=None, help="default: the model's")
-  p.add_argument("--template", default="a video of a person {}.",
-                 help="class prompt for CLIP checkpoints ('{}' = label)")
+  p.add_argument("--template", default="a photo of a {}.",
+                 help="class prompt for CLIP checkpoints ('{}' = label; the transfer configs' "
+                 "prompt); a work directory uses its own config's")
   p.add_argument("--json", action="store_true", help="print JSON")
   args = p.parse_args(argv)
   try:

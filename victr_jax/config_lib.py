@@ -1,13 +1,19 @@
 """Config building blocks shared by configs/*.py, and the checks run before any compile.
 
 A config is an ml_collections.ConfigDict with fields:
-  model          models.get_config(size) (+ name, head switches)
-  clip_checkpoint, clip_act   CLIP weights to start from ('' = random init); the CLIP's
+  config_version the layout of this config (CONFIG_VERSION; `migrate` upgrades older ones)
+  model          models.get_config(size) (+ name, head switches); model.num_frames is also
+                 data.num_frames (one field, two names); model.clip_act is the activation
+                 the model runs and the one a checkpoint that does not record its own is
+                 read with
+  clip_checkpoint             CLIP weights to start from ('' = random init); the CLIP's
                               shape is read from it unless the config names a model
   init_from      a work directory whose trained parameters (towers and head) start this run
   prompt_template             class prompt, '{}' is the class name
   aux_vocab      '' (shipped vocabulary), 'synthetic', 'none', or a directory of <category>.txt
-  data           pipeline settings and `train` (a data set, see victr_jax/data.py)
+  data           pipeline settings and `train` (a data set, see victr_jax/data.py);
+                 data.image_size 0 is the CLIP's (`resolve`), the class count comes from
+                 the class names
   evals          name -> data set evaluated (with `group`: sets of one protocol averaged)
   optim          optimiser (victr_jax/optim.py)
   num_train_steps or num_epochs (x train records / batch), log/eval/checkpoint cadence,
@@ -23,9 +29,18 @@ from victr_jax import models, sharding
 
 DATA_ROOT = os.environ.get("VICTR_DATA", "/data/victr")
 # Peak learning rates of the head and of its gates, absolute (victr_jax/optim.py); chosen
-# by experiments/recipe_dynamics.py (0: the old rule, lr x head_lr_mult).
+# by experiments/recipe_dynamics.py.
 HEAD_LR = 1e-3
 GATE_LR = 5e-2
+# The layout of a config (written into every work directory's config.json). 1: before
+# versions (head fields missing, optim.head_lr 0 meaning lr x head_lr_mult, a top-level
+# clip_act); 2: this one.
+CONFIG_VERSION = 2
+# What a version-1 work directory's model computed where its config lacks a head field:
+# the values from before each field existed.
+_V1_HEAD = {"temporal_init_std": 0.02, "temporal_relative": False,
+            "affinity_standardize": False, "affinity_temperature": 0.0,
+            "gate_norm_matched": False, "aux_logit_scale": False, "link": "embeddings"}
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -146,16 +161,17 @@ def _names_of(dset):
 
 def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.config_version = CONFIG_VERSION
   c.model = models.get_config(model_size)
   c.clip_checkpoint = ""
-  c.clip_act = ""
   c.init_from = ""
-  c.prompt_template = "a video of a person {}."
+  c.prompt_template = "a photo of a {}."  # the peers' prompt (victr-classify's default too)
   c.aux_vocab = ""
   c.seed = 0
   c.data = ml_collections.ConfigDict(dict(
-      train=dataset(), num_frames=8, sampling="stride", stride=2,
-      image_size=224, train_aug="random_resized_crop",
+      train=dataset(), num_frames=c.model.get_ref("num_frames"), sampling="stride", stride=2,
+      image_size=0,  # 0: the CLIP's (resolve)
+      train_aug="random_resized_crop",
       crop_scale=(0.4, 1.0), flip=True, multi_label=False, num_classes=0, batch_size=64,
       eval_batch_size=64, num_test_clips=1, num_test_crops=1, seed=0, num_threads=4,
       synthetic_dir="", synthetic_seed=0, synthetic_per_class={"train": 30, "test": 10},
@@ -168,7 +184,7 @@ def base(model_size: str = "B/16") -> ml_collections.ConfigDict:
   # softmax (multi-label: sigmoid) probabilities, as the peers do; 'mean_logits', 'max'
   c.optim = ml_collections.ConfigDict(dict(
       lr=8e-6, warmup_steps=500, warmup_epochs=0.0, end_lr_ratio=0.0, b1=0.9, b2=0.98, eps=1e-8,
-      weight_decay=0.001, visual_lr_mult=1.0, text_lr_mult=1.0, head_lr_mult=10.0,
+      weight_decay=0.001, visual_lr_mult=1.0, text_lr_mult=1.0,
       head_lr=HEAD_LR, gate_lr=GATE_LR, freeze=(),
       clip_grad_norm=1.0, grad_accum_steps=1, label_smoothing=0.1, mixup_alpha=0.0,
       cutmix_alpha=0.0, mixup_switch_prob=0.5))  # both alphas > 0: CutMix w.p. switch_prob
@@ -190,9 +206,8 @@ def peer_recipe(c) -> ml_collections.ConfigDict:
   mixup 0.8 / CutMix 1.0 (switch 0.5), 5 warm-up epochs and a cosine to lr / 100 (the
   peers' timm CosineLRScheduler, lr_min = LR / 100), "a photo of a {}.", bfloat16 compute."""
   d = c.data
-  d.image_size = models.clip_config_of(c.model).image_size  # 224, or 336 for L/14-336
   d.sampling = "segments"
-  d.test_resize = round(d.image_size * 256 / 224)
+  d.test_resize = -1  # the peers' 256 / 224 of the crop (resolve)
   d.color_jitter, d.grayscale = 0.8, 0.2
   o = c.optim
   o.warmup_epochs, o.end_lr_ratio = 5.0, 0.01  # 5 warm-up epochs, cosine to lr / 100
@@ -205,23 +220,80 @@ def peer_recipe(c) -> ml_collections.ConfigDict:
 def adopt_clip(config, ccfg, path: str):
   """`config` with the CLIP of checkpoint `path` (its CLIPConfig `ccfg`) when the config
   did not name a model (`model.clip_from_checkpoint`): model.clip / clip_act / the head's
-  default heads (models.adopt_clip), and the image size and test resize derived from the
-  old CLIP's follow the new one. A config that names a model is returned unchanged (the
-  trainer's check then names both when they differ)."""
+  default heads (models.adopt_clip); the image size follows (`resolve`). A config that
+  names a model is returned unchanged (the trainer's check then names both when they
+  differ)."""
   model = models.adopt_clip(config.model, ccfg, path)
   if model is config.model:
     return config
-  old = models.clip_config_of(config.model)
   c = config.copy_and_resolve_references()
   c.model = model
-  d = c.data
-  if d.image_size == old.image_size:
-    d.image_size = ccfg.image_size
-  if d.test_resize and d.test_resize == round(old.image_size * 256 / 224):
-    d.test_resize = round(ccfg.image_size * 256 / 224)
   print(f"model.clip={model.clip!r} (clip_act {model.clip_act or 'as the preset'}), read from "
         f"{path}", flush=True)
   return c
+
+
+def resolve(config) -> ml_collections.ConfigDict:
+  """A copy of `config` with its derived fields filled in: data.image_size 0 -> the
+  CLIP's, data.test_resize -1 -> 256 / 224 of it (the peers' short side). What the
+  trainer runs and writes to config.json."""
+  c = config.copy_and_resolve_references()
+  size = models.clip_config_of(c.model).image_size
+  d = c.data
+  if not d.image_size:
+    d.image_size = size
+  if d.test_resize == -1:
+    d.test_resize = round(d.image_size * 256 / 224)
+  return c
+
+
+def migrate(raw: dict) -> dict:
+  """A work directory's config.json (as parsed JSON) in this version's layout
+  (CONFIG_VERSION): version 1 gets the head fields it lacks with the values its model
+  computed with (_V1_HEAD, then the current defaults for fields that change nothing),
+  optim.head_lr from its old rule (0: lr x head_lr_mult), and its top-level clip_act
+  moved to model.clip_act. A newer version than this code knows is an error."""
+  import copy  # pylint: disable=g-import-not-at-top
+  raw = copy.deepcopy(raw)
+  version = int(raw.get("config_version", 1))
+  if version > CONFIG_VERSION:
+    raise ValueError(f"config_version {version} is newer than this victr-jax reads "
+                     f"({CONFIG_VERSION}): upgrade victr-jax")
+  if version == 1:
+    model = raw.setdefault("model", {})
+    head = model.setdefault("head", {})
+    for k, v in _V1_HEAD.items():
+      head.setdefault(k, v)
+    ref = models.get_config(model.get("size", "tiny")).to_dict()
+    for k, v in ref["head"].items():
+      head.setdefault(k, v)
+    for k, v in ref.items():
+      if k != "head":
+        model.setdefault(k, v)
+    o = raw.get("optim", {})
+    mult = o.pop("head_lr_mult", 10.0)
+    if o and not o.get("head_lr"):
+      o["head_lr"] = o.get("lr", 0.0) * mult
+    if "clip_act" in raw:
+      act = raw.pop("clip_act")
+      if act and not model.get("clip_act"):
+        model["clip_act"] = act
+    raw["config_version"] = CONFIG_VERSION
+  return raw
+
+
+def read_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+  """WORKDIR/config.json, migrated to this version's layout (`migrate`)."""
+  import json  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, "config.json")
+  try:
+    raw = json.loads(gpath.read_text(path))
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: not a readable work directory config ({e})") from e
+  try:
+    return ml_collections.ConfigDict(migrate(raw))
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from e
 
 
 def optim_config(config, num_steps: int) -> ml_collections.ConfigDict:
@@ -319,9 +391,10 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
   if d.eval_batch_size < 1:
     raise ValueError(f"config field data.eval_batch_size={d.eval_batch_size} must be >= 1")
   clip_cfg = models.clip_config_of(config.model)
-  if d.image_size % clip_cfg.patch_size:
-    raise ValueError(f"config field data.image_size={d.image_size} is not a multiple of the "
-                     f"patch size {clip_cfg.patch_size}")
+  if d.image_size and d.image_size != clip_cfg.image_size:
+    raise ValueError(f"config field data.image_size={d.image_size}: the CLIP "
+                     f"({config.model.clip}) takes {clip_cfg.image_size}-px frames (0: the CLIP's)")
+  d = resolve(config).data
   for field, choices in (("sampling", ("stride", "segments")),
                          ("train_aug", ("random_resized_crop", "scale_jitter", "none")),
                          ("synthetic_kind", synthetic.KINDS)):

@@ -8,7 +8,7 @@ weights gamma, and the multi-label logit_bias).
 A group with multiplier 0, or named in `freeze`, gets no update and keeps no state.
 
 Peak learning rates: the towers `lr` x visual/text_lr_mult (the peers' fine-tuning
-rates); the head `head_lr` (0: lr x head_lr_mult); the gates `gate_lr` (0: the head's).
+rates); the head `head_lr`; the gates `gate_lr` (a frozen head freezes its gates).
 The head and gates start from scratch, so their rates are absolute rather than tied to the
 towers' fine-tuning rate: under AdamW a parameter moves by about its learning rate per
 step, so at lr 2e-6 a zero-initialised gate could not open within a few-shot recipe's 80
@@ -31,8 +31,8 @@ def group_of(path: tuple[str, ...]) -> str:
 
 def peak_lrs(cfg) -> dict:
   """Each group's peak learning rate (see module doc)."""
-  head = cfg.get("head_lr", 0.0) or cfg.lr * cfg.head_lr_mult
-  gates = (cfg.get("gate_lr", 0.0) or head) if head else 0.0  # a frozen head keeps its gates
+  head = cfg.head_lr
+  gates = cfg.gate_lr if head else 0.0  # a frozen head freezes its gates
   return {"visual": cfg.lr * cfg.visual_lr_mult, "text": cfg.lr * cfg.text_lr_mult,
           "head": head, "gates": gates}
 

@@ -18,7 +18,6 @@ import signal
 import time
 
 import jax
-import ml_collections
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -111,17 +110,18 @@ def _load_clip(config):
     if config.get("init_from") and config.model.get("clip_from_checkpoint"):
       source = os.path.join(config.init_from, "config.json")
       if gpath.exists(source):
-        their = ml_collections.ConfigDict(json.loads(gpath.read_text(source))["model"])
+        their = config_lib.read_workdir_config(config.init_from).model
         config = config_lib.adopt_clip(config, models.clip_config_of(their), config.init_from)
     return config, None
   if not gpath.exists(config.clip_checkpoint):
     raise ValueError(f"config field clip_checkpoint: {config.clip_checkpoint} does not exist")
+  act = config.model.clip_act or None  # for a format that does not record its own
   try:
-    ccfg, cparams = clip.load_params(config.clip_checkpoint, act=config.clip_act or None)
+    ccfg, cparams = clip.load_params(config.clip_checkpoint, default_act=act)
   except clip.CheckpointError as e:
-    raise ValueError(f"config field clip_checkpoint / clip_act: {e}") from e
+    raise ValueError(f"config field clip_checkpoint / model.clip_act: {e}") from e
   config = config_lib.adopt_clip(config, ccfg, config.clip_checkpoint)
-  models.check_clip_checkpoint(config.model, ccfg, config.clip_checkpoint, config.clip_act)
+  models.check_clip_checkpoint(config.model, ccfg, config.clip_checkpoint)
   return config, cparams
 
 
@@ -173,6 +173,7 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   # ---------------------------------------------------------------- setup and checks
   devices = jax.devices() if devices is None else devices
   config, clip_params = _load_clip(config)  # the model's CLIP from the checkpoint
+  config = config_lib.resolve(config)  # derived fields filled in (image size)
   check_config(config, mode, len(devices))  # names the field at fault; nothing compiled yet
   gpath.makedirs(workdir)
   host = jax.process_index()

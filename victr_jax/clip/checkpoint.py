@@ -359,11 +359,13 @@ def load_converted(path: str) -> tuple[CLIPConfig, dict]:
 
 
 def load_params(path: str, act: Optional[str] = None, config: Optional[CLIPConfig] = None,
-                **overrides) -> tuple[CLIPConfig, dict]:
+                default_act: Optional[str] = None, **overrides) -> tuple[CLIPConfig, dict]:
   """Reads any supported checkpoint into (CLIPConfig, float32 numpy param tree).
 
   act: activation for formats that do not record it (open_clip state dicts); for other
     formats it must agree with the format's own (or be None).
+  default_act: the activation for a format that does not record it, ignored by one that
+    does (the trainer passes the model's: the checkpoint is then checked against it).
   config: a CLIPConfig to load into instead of the one inferred from the weights (its
     shapes are then checked against the checkpoint).
   overrides: CLIPConfig fields to change on the inferred config (e.g. vision_heads).
@@ -380,7 +382,7 @@ def load_params(path: str, act: Optional[str] = None, config: Optional[CLIPConfi
                           f"{_FORMAT_NAMES.get(facts['format'], facts['format'])} uses "
                           f"{facts['act']!r}")
   try:
-    return from_state_dict(sd, act or facts["act"], config, vision_heads=facts["vision_heads"],
+    return from_state_dict(sd, act or facts["act"] or default_act, config, vision_heads=facts["vision_heads"],
                            text_heads=facts["text_heads"], ln_eps=facts["ln_eps"], **overrides)
   except CheckpointError as e:
     raise CheckpointError(f"{path}: {e}") from e

@@ -24,7 +24,7 @@ class MeanPoolCLIP(nn.Module):
                train: bool = False):
     del aux_tokens, aux_categories, train
     clip = CLIP(self.clip_cfg, dtype=jnp.dtype(self.cfg.dtype), remat=self.cfg.remat,
-                scan=bool(self.cfg.get("scan_layers", False)), name="clip")
+                scan=self.cfg.scan_layers, name="clip")
     f, e, scale = encode_towers(clip, self.cfg, frames, class_tokens, None)
     video = f.mean(axis=1)  # (B, D)
     logits = scale * l2_normalize(video) @ l2_normalize(e).T

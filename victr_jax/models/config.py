@@ -8,6 +8,7 @@ before anything is built, naming the field.
 import ml_collections
 
 from victr_jax.clip import config as clip_config
+from victr_jax.models import head as H
 
 MODEL_NAMES = ("victr", "clip_zero_shot", "mean_pool")
 CHOICES = {
@@ -54,18 +55,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.freeze_text_tower = False
   c.freeze_logit_scale = False
   c.head = ml_collections.ConfigDict(dict(
-      num_layers=1,
+      H.DEFAULTS,                  # the head module's switches (models/head.py)
       num_heads=heads,
       width=0,                     # 0: the CLIP embedding size D
-      mlp_ratio=4.0,
-      attention="divided",         # 'divided' (cross-modal then temporal) | 'joint'
-      token_boosting=True,
-      affinity_reweighting=True,
-      reweight_pooled=False,       # re-weighting scales each frame's text tokens (False) or
-                                   # the tokens pooled over time (True)
-      affinity_fn="softmax",       # g: 'softmax' | 'sigmoid' | 'none'
-      affinity_standardize=True,   # g on z-scored cosines, class and auxiliary prompts apart
-      affinity_temperature=0.5,    # g's temperature; 0: the CLIP logit scale (raw cosines)
       classifier="affinity",       # 'affinity' | 'text' | 'visual'
       aux_text=True,
       aux_aggregation="softmax",   # per category: softmax_j(s cos(zv, zx_j)) | 'mean'
@@ -75,14 +67,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
       gated_residual=True,         # a zero-initialised gate joins the head to CLIP
       link="logits",               # where: the embeddings (clip + gate |clip| head^) or
                                    # the logits (CLIP's zero-shot logits + gate x the head's)
-      gate_norm_matched=True,      # the gate scales a head output of CLIP's length
       aux_logit_scale=True,        # auxiliary term on the CLIP logit scale (False: unscaled)
-      temporal_init_std=3.0,       # init std of the temporal position embedding, in units of
-      temporal_relative=True,      # each video's frame-embedding RMS (False: absolute)
       num_aux_categories=3,        # k
       num_classes=0,               # only for classifier='visual' (closed set)
-      attention_chunk=0,           # > 0: each head attention computes this many queries of
-                                   # every sequence at a time (bounded memory; same result)
       video_chunk=0,               # > 0: the head runs on this many videos of the global
                                    # batch at a time (bounded memory; same result)
   ))

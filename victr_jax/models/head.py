@@ -31,6 +31,26 @@ from victr_jax.clip.model import (  # noqa: F401  (blocked_attention: re-exporte
 
 Dtype = Any
 AFFINITY_FNS = ("softmax", "sigmoid", "none")
+# The head's switches and their defaults, set here once: VicTRHead's fields default to
+# them and the model config's `head` (models/config.py) is built from them.
+DEFAULTS = dict(
+    num_layers=1,
+    mlp_ratio=4.0,
+    attention="divided",         # 'divided' (cross-modal then temporal) | 'joint'
+    token_boosting=True,
+    affinity_reweighting=True,
+    reweight_pooled=False,       # re-weighting scales each frame's text tokens (False) or
+                                 # the tokens pooled over time (True)
+    affinity_fn="softmax",       # g: 'softmax' | 'sigmoid' | 'none'
+    affinity_standardize=True,   # g on z-scored cosines, class and auxiliary prompts apart
+    affinity_temperature=0.5,    # g's temperature; 0: the CLIP logit scale (raw cosines)
+    gate_norm_matched=True,      # the embedding link's gate scales a head output of CLIP's
+                                 # length
+    temporal_init_std=3.0,       # init std of the temporal position embedding, in units of
+    temporal_relative=True,      # each video's frame-embedding RMS (False: absolute)
+    attention_chunk=0,           # > 0: each head attention computes this many queries of
+                                 # every sequence at a time (bounded memory; same result)
+)
 _constrain = nn.with_logical_constraint
 _part = nn.with_logical_partitioning
 
@@ -334,25 +354,25 @@ class VicTRHead(nn.Module):
   `attention_chunk` queries of each sequence at a time (blocked_attention).
   """
   num_classes_text: int  # n (static: the class set of this call)
-  num_layers: int = 1
+  num_layers: int = DEFAULTS["num_layers"]
   num_heads: int = 8
   width: Optional[int] = None  # None: D
-  mlp_ratio: float = 4.0
+  mlp_ratio: float = DEFAULTS["mlp_ratio"]
   num_frames: int = 8
-  attention: str = "divided"
-  token_boosting: bool = True
-  affinity_reweighting: bool = True
-  affinity_fn: str = "softmax"
-  affinity_standardize: bool = False  # z-score cosines (class and auxiliary prompts apart)
-  affinity_temperature: float = 0.0  # 0: g scales by the CLIP logit scale
-  gated_residual: bool = True
-  gate_norm_matched: bool = False  # gated_link(norm_matched=...)
-  temporal_init_std: float = 0.02  # larger makes time visible to attention from the start
-  temporal_relative: bool = False  # temporal embedding in units of the frames' RMS
-  reweight_pooled: bool = False  # re-weighting scales the pooled text tokens (affinity_reweight)
+  attention: str = DEFAULTS["attention"]
+  token_boosting: bool = DEFAULTS["token_boosting"]
+  affinity_reweighting: bool = DEFAULTS["affinity_reweighting"]
+  affinity_fn: str = DEFAULTS["affinity_fn"]
+  affinity_standardize: bool = DEFAULTS["affinity_standardize"]
+  affinity_temperature: float = DEFAULTS["affinity_temperature"]  # 0: the CLIP logit scale
+  embedding_link: bool = False  # gated_link on the outputs (the model's head.link='embeddings')
+  gate_norm_matched: bool = DEFAULTS["gate_norm_matched"]
+  temporal_init_std: float = DEFAULTS["temporal_init_std"]
+  temporal_relative: bool = DEFAULTS["temporal_relative"]
+  reweight_pooled: bool = DEFAULTS["reweight_pooled"]
   dtype: Dtype = jnp.float32
   remat: bool = False  # rematerialise each layer (saves activation memory in training)
-  attention_chunk: int = 0  # > 0: queries per step of each attention; 0: all at once
+  attention_chunk: int = DEFAULTS["attention_chunk"]
 
   @nn.compact
   def __call__(self, frames, text, scale):
@@ -398,7 +418,7 @@ class VicTRHead(nn.Module):
                             pooled)
     pooled = pooled.astype(jnp.float32)
     head_v, head_t = pooled[:, 0], pooled[:, 1:]
-    if self.gated_residual:  # zero-initialised: at init the outputs are CLIP's.
+    if self.embedding_link:  # zero-initialised: at init the outputs are CLIP's.
       gate_v = self.param("gate_video", nn.initializers.zeros, ())
       gate_t = self.param("gate_text", nn.initializers.zeros, ())
       video = gated_link(temporal_pool(frames.astype(jnp.float32)), head_v, gate_v,

@@ -21,14 +21,6 @@ from victr_jax.clip.config import CLIPConfig
 from victr_jax.clip.model import CLIP
 from victr_jax.models import head as H
 
-# Head fields added after work directories were first written, with the value that
-# reproduces what such a directory's model computed (read when its config lacks them).
-LEGACY_HEAD = {"temporal_init_std": 0.02, "temporal_relative": False,
-               "affinity_standardize": False,
-               "affinity_temperature": 0.0, "gate_norm_matched": False,
-               "aux_logit_scale": False, "link": "embeddings"}
-
-
 def shard_prompts(tokens):
   """tokens (J, L) padded with empty prompts to a multiple of the batch shards and split
   over them like a batch of videos: each device runs the text tower on J / shards prompts
@@ -68,7 +60,7 @@ def add_logit_bias(module: nn.Module, cfg, logits):
   cfg.logit_bias_init, when cfg.logit_bias (multi-label: sigmoid BCE on s cos starts with
   every sigmoid near 1 at CLIP's scale; a negative start makes them small, as SigLIP does).
   Softmax is unchanged by it. logits (B, n) -> (B, n)."""
-  if not cfg.get("logit_bias", False):
+  if not cfg.logit_bias:
     return logits
   return logits + module.param("logit_bias", nn.initializers.constant(cfg.logit_bias_init), ())
 
@@ -86,26 +78,17 @@ class VicTR(nn.Module):
     dtype = jnp.dtype(cfg.dtype)
     use_aux = hc.aux_text and aux_tokens is not None and aux_tokens.shape[0] > 0
     clip = CLIP(self.clip_cfg, dtype=dtype, remat=cfg.remat,
-                scan=bool(cfg.get("scan_layers", False)), name="clip")
+                scan=cfg.scan_layers, name="clip")
     f, e, scale = encode_towers(clip, cfg, frames, class_tokens, aux_tokens if use_aux else None)
     n = class_tokens.shape[0]
     b = f.shape[0]
 
-    new = {k: hc.get(k, v) for k, v in LEGACY_HEAD.items()}
-    link = new["link"] if hc.gated_residual else "none"
+    link = hc.link if hc.gated_residual else "none"
     head = H.VicTRHead(
-        num_classes_text=n, num_layers=hc.num_layers, num_heads=hc.num_heads,
-        width=hc.width, mlp_ratio=hc.mlp_ratio, num_frames=cfg.num_frames,
-        attention=hc.attention, token_boosting=hc.token_boosting,
-        affinity_reweighting=hc.affinity_reweighting, affinity_fn=hc.affinity_fn,
-        affinity_standardize=new["affinity_standardize"],
-        affinity_temperature=new["affinity_temperature"],
-        gated_residual=link == "embeddings", gate_norm_matched=new["gate_norm_matched"],
-        temporal_init_std=new["temporal_init_std"], temporal_relative=new["temporal_relative"],
-        reweight_pooled=bool(hc.get("reweight_pooled", False)),
-        dtype=dtype, remat=cfg.remat, attention_chunk=int(hc.get("attention_chunk", 0)),
-        name="head")
-    videos = int(hc.get("video_chunk", 0))
+        num_classes_text=n, num_heads=hc.num_heads, width=hc.width, num_frames=cfg.num_frames,
+        embedding_link=link == "embeddings", dtype=dtype, remat=cfg.remat,
+        name="head", **{k: hc[k] for k in H.DEFAULTS})
+    videos = hc.video_chunk
     if 0 < videos < b and not self.is_initializing():
       out = H.video_blocked(head, f, e, scale, videos)
     else:
@@ -123,11 +106,11 @@ class VicTR(nn.Module):
       gamma = None
       if use_aux:
         zc = H.aggregate_auxiliary(zv, zx, aux_categories, hc.num_aux_categories, scale,
-                                   hc.get("aux_aggregation", "softmax"))
-        gamma = self.param("gamma", nn.initializers.constant(hc.get("gamma_init", 0.0)),
+                                   hc.aux_aggregation)
+        gamma = self.param("gamma", nn.initializers.constant(hc.gamma_init),
                            (hc.num_aux_categories,))
       logits = H.affinity_logits(zv, za, zc, gamma, scale,
-                                 scale if new["aux_logit_scale"] else 1.0)
+                                 scale if hc.aux_logit_scale else 1.0)
     elif hc.classifier == "text":  # A shared linear scorer on each conditioned class text.
       logits = nn.Dense(1, name="text_scorer")(za)[..., 0]
     elif hc.classifier == "visual":  # Closed set: a linear layer on the video embedding.
