@@ -42,7 +42,7 @@ def get_config(arg=None):
   # The towers' peak learning rate (the head's and its gates' are config_lib.HEAD_LR and
   # GATE_LR). At 1e-3 fine-tuning wiped out the pretrained CLIP's place features: VicTR's
   # direction accuracy stayed near chance on left/right (0.55 over 3 seeds); at 3e-4 (and
-  # 1e-4) every direction is learned (2 seeds each, 2026-12-05).
+  # 1e-4) every direction is learned (2 seeds each).
   c.optim.lr = 3e-4
   c.optim.warmup_steps = 30
   c.optim.label_smoothing = 0.0

@@ -145,3 +145,36 @@ def test_corrupt_training_videos_are_reported(tmp_path, capsys):
   rows = [json.loads(l) for l in open(tmp_path / "wd" / "metrics.jsonl")]
   counts = [r["train/corrupt_videos"] for r in rows if "train/corrupt_videos" in r]
   assert len(counts) == 3 and counts[-1] >= 1  # 3 steps of 8 from 16 records: some broken
+
+
+def test_a_run_prints_progress_only_and_a_full_disk_is_one_error_line(tmp_path):
+  """A 10-step run of the demo config on a 25 MB disk (a tmpfs in a private mount
+  namespace): the step-5 checkpoint fits, the step-10 one does not. The console holds
+  progress lines and one error naming the step, the cause and the last complete
+  checkpoint: no absl/glog INFO lines, no libtpu INVALID_ARGUMENT, no traceback."""
+  import re
+  import shutil
+  import subprocess
+  import sys
+  if not shutil.which("unshare"):
+    pytest.skip("unshare (util-linux) is needed to make a small disk")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  disk, data = tmp_path / "disk", tmp_path / "data"
+  disk.mkdir()
+  env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
+  run = (f"mount -t tmpfs -o size=25m tmpfs {disk} && exec {sys.executable} -m victr_jax.main "
+         f"--config=configs/demo.py:steps=10,frames=4,evals=none,data_dir={data} "
+         f"--workdir={disk}/wd --config.checkpoint_every=5")
+  proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", run],
+                        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  if "mount:" in proc.stderr and "wd" not in proc.stderr:
+    pytest.skip(f"no private tmpfs here: {proc.stderr.strip()[:200]}")
+  out = proc.stdout + proc.stderr
+  assert proc.returncode == 1, out[-3000:]
+  assert not re.search(r"^[IE]\d{4} ", out, re.M), out[:3000]
+  assert "INVALID_ARGUMENT" not in out and "Traceback" not in out, out[:3000]
+  errors = [l for l in out.splitlines() if "error" in l.lower()]
+  assert len(errors) == 1, out
+  assert re.search(r"checkpoint step 10 .*No space left on device.*last complete checkpoint is "
+                   r"step 5", errors[0]), errors[0]
+  assert "[train] step 10/10" in out

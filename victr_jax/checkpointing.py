@@ -25,6 +25,7 @@ WORKDIR may be local or gs:// (files through data_pipelines/gpath.py, arrays thr
 orbax's TensorStore). On gs:// orbax writes a step in place and marks it finished with
 `STEP/commit_success.txt` (after the seal): a step without it is not listed.
 """
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,28 @@ UNSEALED_FILES = (CHECKSUMS, "_CHECKPOINT_METADATA")
 DAMAGED_DIR = "damaged_checkpoints"
 GCS_COMMIT_FILE = "commit_success.txt"  # orbax's mark of a finished step on gs://
 OK, UNSEALED, DAMAGED = 0, 1, 2
+
+
+class WriteError(RuntimeError):
+  """A checkpoint could not be written (a full disk, a lost bucket ...). The message names
+  the step, the cause and the last complete checkpoint, from which the same command
+  resumes once the cause is fixed; nothing after that checkpoint was kept."""
+
+
+def _cause(e: BaseException) -> str:
+  """The root cause of a failed write, short: 'No space left on device' where the OS said
+  so anywhere in the exception chain, else the first line of the deepest message."""
+  chain, seen = [], set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  for x in chain:
+    if getattr(x, "errno", None) == errno.ENOSPC or "No space left on device" in str(x) or (
+        "OS error 28" in str(x)):
+      return "No space left on device"
+  text = str(chain[-1]).strip().splitlines()
+  return f"{type(chain[-1]).__name__}: {text[0][:300] if text else ''}"
 
 
 def _say(msg: str) -> None:
@@ -242,20 +265,39 @@ class Checkpointer:
     return step, state, data
 
   def save(self, step: int, state, data: dict) -> None:
+    """Starts writing `step` (asynchronously). Raises WriteError when this step, or the
+    previous one still being written, cannot be."""
     if self.read_only:
       raise ValueError(f"{self.dir}: read-only checkpointer cannot save")
-    self.manager.wait_until_finished()  # the previous step's seal must not see this step
+    self.wait()  # the previous step's seal must not see this step
     self._sealing = step
-    if not self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data))):
+    try:
+      saved = self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)))
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_error(step, e) from e
+    if not saved:
       raise ValueError(f"checkpoint step {step} was not saved: {self.dir} already holds "
                        f"step {self.manager.latest_step()}")
 
+  def _write_error(self, step, e: BaseException) -> WriteError:
+    self._sealing = None
+    done = [s for s in _steps(self.dir) if s != step]
+    last = (f"the last complete checkpoint is step {done[0]} ({self.dir / str(done[0])})"
+            if done else f"no complete checkpoint is in {self.dir}")
+    return WriteError(f"checkpoint step {step} could not be written to {self.dir}: "
+                      f"{_cause(e)}; {last}. Free space (or move the work directory), then "
+                      "run the same command to resume from it.")
+
   def wait(self) -> None:
-    """Blocks until the last save is written and sealed; warns if it did not land."""
+    """Blocks until the last save is written and sealed; warns if it did not land.
+    Raises WriteError when it could not be written."""
     if self._manager is None:
       return
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._write_error(self._sealing, e) from e
     if self._sealing is not None and not (self.dir / str(self._sealing)).is_dir():
       _say(f"step {self._sealing} was not written to {self.dir} (see the log)")
     self._sealing = None

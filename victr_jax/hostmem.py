@@ -73,12 +73,14 @@ def wanted_environ() -> dict | None:
 
 def ensure() -> None:
   """Restarts this program once with `glibc.malloc.hugetlb=1` where that applies (see the
-  module docstring). Call it first thing under `if __name__ == "__main__":`."""
+  module docstring), silently (-v on the command line says so). Call it first thing
+  under `if __name__ == "__main__":`."""
   env = wanted_environ()
   if env is None or not getattr(sys, "orig_argv", None):
     return
-  print(f"[hostmem] restarting with GLIBC_TUNABLES={env['GLIBC_TUNABLES']} (huge pages for "
-        f"XLA's step buffers; {OPT_OUT}=0 turns this off)", file=sys.stderr, flush=True)
+  if "-v" in sys.argv or any(a.startswith(("-v=", "--verbosity")) for a in sys.argv):
+    print(f"[hostmem] restarting with GLIBC_TUNABLES={env['GLIBC_TUNABLES']} (huge pages for "
+          f"XLA's step buffers; {OPT_OUT}=0 turns this off)", file=sys.stderr, flush=True)
   sys.stdout.flush()
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 

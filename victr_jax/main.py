@@ -6,13 +6,21 @@
 Runs unchanged on one CPU, on all local devices, and on every host of a pod (run the same
 command on each host; on TPU pods jax.distributed initialises itself; elsewhere pass
 --coordinator=HOST:PORT --num_processes=N --process_id=I).
+
+The console shows progress lines, warnings and errors; -v also prints the config and the
+libraries' INFO lines. A known failure (a bad config field, a non-finite loss, a full
+disk) is one line `victr_jax.main: error: ...` and a non-zero exit status.
 """
 import os
 import re
 import sys
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from victr_jax import console
+
+console.quiet_environment()  # before jax or tensorflow are imported
+
+from absl import app, flags  # noqa: E402  pylint: disable=g-import-not-at-top
+from ml_collections import config_flags  # noqa: E402  pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:args]", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "work directory (checkpoints, metrics, results)")
@@ -38,13 +46,16 @@ def _on_tpu_vm() -> bool:
 
 def main(argv):
   del argv
+  verbose = flags.FLAGS["verbosity"].present and flags.FLAGS.verbosity >= 0
+  console.quiet_logging(verbose)
   import jax  # pylint: disable=g-import-not-at-top
   if _COORD.value:
     jax.distributed.initialize(_COORD.value, _NPROC.value, _PID.value)
   elif _on_tpu_vm():
     jax.distributed.initialize()
-  from victr_jax import train  # pylint: disable=g-import-not-at-top
-  logging.info("config:\n%s", _CONFIG.value)
+  from victr_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  if verbose:
+    print(f"config:\n{_CONFIG.value}", flush=True)
   try:
     if _MODE.value == "compile":
       from victr_jax import compile_report  # pylint: disable=g-import-not-at-top
@@ -53,6 +64,12 @@ def main(argv):
   except train.NonFiniteError as e:
     print(f"victr_jax.main: error: {e}", file=sys.stderr)
     sys.exit(1)
+  except checkpointing.WriteError as e:
+    print(f"victr_jax.main: error: {e}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    # The failed write leaves orbax's background event loops behind, which would print
+    # a traceback each as the interpreter shuts down: leave without that shutdown.
+    os._exit(1)  # pylint: disable=protected-access
   except ValueError as e:
     if "config field" in str(e):
       print(f"victr_jax.main: error: {e}", file=sys.stderr)
@@ -64,5 +81,9 @@ if __name__ == "__main__":
   from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
   hostmem.ensure()  # XLA's step buffers on huge pages
   sys.modules.setdefault("triton", None)
-  flags.FLAGS.set_default("verbosity", -1)  # warnings and our progress lines; -v 0 for info
-  app.run(main)
+  # -v alone is absl's -v 0 (INFO): the config and the libraries' INFO lines.
+  args = sys.argv[:]
+  for i, a in enumerate(args):
+    if a == "-v" and not (i + 1 < len(args) and args[i + 1].lstrip("-").isdigit()):
+      args[i] = "-v=0"
+  app.run(main, argv=args)

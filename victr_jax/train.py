@@ -207,7 +207,8 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
     state = train_state.TrainState.from_tree(tree)
     if train_iter is not None:
       train_iter.set_state(restored["iterators"][str(host)])
-    logging.info("resumed from step %d", start)
+    if host == 0:
+      print(f"resumed from step {start} ({workdir})", flush=True)
   elif config.get("init_from"):  # a fresh run from another run's trained parameters
     state = state.replace(params=_params_from(config.init_from, state.params,
                                               init.param_shardings))
@@ -226,9 +227,9 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
   try:  # whatever stops the loop, the last save is finished and sealed
     if mode in ("train", "train_and_eval") and start < num_steps:
       if host == 0:
-        logging.info("training %s: %.1fM params, %d steps, mesh %s, %d process(es)",
-                     config.model.name, init.num_params / 1e6, num_steps, dict(layout.mesh.shape),
-                     jax.process_count())
+        print(f"training {config.model.name}: {init.num_params / 1e6:.1f}M params, "
+              f"{num_steps} steps from {start}, mesh {dict(layout.mesh.shape)}, "
+              f"{jax.process_count()} process(es)", flush=True)
       for step in range(start, num_steps):
         batch = pipeline.to_global(next(train_iter), layout.batch)
         with layout.use():

@@ -1,0 +1,84 @@
+"""What a command prints: its own progress lines, warnings and errors, and not the
+libraries' INFO chatter (orbax, absl, clu, TensorFlow and XLA's C++ logs) nor libtpu's
+initialisation errors on a host without a TPU.
+
+  console.quiet_environment()   # first thing in an entry point, before jax or tensorflow
+  console.quiet_logging(verbose)  # once flags are parsed: INFO only when verbose
+
+`verbose` (victr_jax.main's -v) brings all of it back, with the config printed first.
+"""
+import glob
+import importlib.util
+import logging as py_logging
+import os
+import sys
+
+# Python loggers whose INFO lines are the libraries' bookkeeping, not progress.
+_CHATTY = ("absl", "orbax", "jax", "clu", "tensorflow", "tensorflow_datasets", "grain",
+           "etils", "fsspec", "gcsfs", "urllib3", "matplotlib")
+
+
+def has_tpu() -> bool:
+  """Whether this host has TPU chips (the device files libtpu opens)."""
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def _platforms() -> str:
+  """JAX platforms worth initialising here: CUDA where its plugin and a GPU are present,
+  then the CPU (never the TPU: see has_tpu)."""
+  gpu = (importlib.util.find_spec("jax_cuda12_plugin") is not None
+         and bool(glob.glob("/dev/nvidia[0-9]*")))
+  return "cuda,cpu" if gpu else "cpu"
+
+
+def quiet_environment() -> None:
+  """Sets, unless already set: TF_CPP_MIN_LOG_LEVEL=2 (TensorFlow and XLA C++ INFO and
+  WARNING lines), GRPC_VERBOSITY=ERROR, and on a host without TPU chips JAX_PLATFORMS
+  without 'tpu', so an installed libtpu (the test extra has one, for --mode=compile)
+  does not try to initialise and print its INVALID_ARGUMENT errors. Must run before
+  jax or tensorflow is imported."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+  os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its INFO notice ignores the level above
+  if "JAX_PLATFORMS" not in os.environ and not has_tpu():
+    os.environ["JAX_PLATFORMS"] = _platforms()
+
+
+class _NotOrbax(py_logging.Filter):
+  """Drops orbax's records: its background threads log each failed write as an ERROR with
+  a traceback, which the checkpointer turns into one error line (checkpointing.WriteError)."""
+
+  def filter(self, record) -> bool:
+    return "/orbax/" not in (record.pathname or "")
+
+
+def quiet_logging(verbose: bool = False) -> None:
+  """absl and the libraries' Python loggers at WARNING (INFO when verbose), orbax's
+  records off unless verbose."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  level = py_logging.INFO if verbose else py_logging.WARNING
+  logging.set_verbosity(logging.INFO if verbose else logging.WARNING)
+  for name in _CHATTY:
+    py_logging.getLogger(name).setLevel(level)
+  if not verbose:
+    logging.get_absl_handler().addFilter(_NotOrbax())
+    sys.unraisablehook = _without_closed_loops(sys.unraisablehook)
+
+
+def _without_closed_loops(hook):
+  """sys.unraisablehook, less "RuntimeError: Event loop is closed": when a checkpoint write
+  fails, TensorStore completes each pending write on orbax's already closed event loop and
+  reports that error once per write (dozens); the write's own error is reported once."""
+
+  def unraisablehook(info):
+    if isinstance(info.exc_value, RuntimeError) and str(info.exc_value) == (
+        "Event loop is closed"):
+      return
+    hook(info)
+
+  return unraisablehook
+
+
+def say(msg: str) -> None:
+  """A progress line on the console (process 0 decides whether to call it)."""
+  print(msg, flush=True)
