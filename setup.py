@@ -42,6 +42,8 @@ EXTRAS_REQUIRE = {
     # Test suite and the PyTorch references it checks the port against.
     "test": [
         "pytest==9.2.0",
+        "pytest-xdist==3.8.0",  # scripts/test.sh runs the suite on 2 worker processes
+        "execnet==2.1.2",
         "gcp-storage-emulator==2026.7.19",  # tests/test_storage.py: Cloud Storage on 127.0.0.1
         "torch==2.14.1",
         "torchvision==0.29.1",

@@ -18,12 +18,14 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One persistent XLA compilation cache for the session, shared with the subprocesses the
-# tests start (through the environment): a program that one test or run compiled, the next
-# one that needs it loads.
-_XLA_CACHE = tempfile.mkdtemp(prefix="victr-test-xla-cache-")
-atexit.register(shutil.rmtree, _XLA_CACHE, True)
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+# One persistent XLA compilation cache for the session, shared with pytest-xdist's worker
+# processes and the subprocesses the tests start (through the environment, which they
+# inherit from the process that made it): a program that one test or run compiled, the
+# next one that needs it loads. The process that made it removes it.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _XLA_CACHE = tempfile.mkdtemp(prefix="victr-test-xla-cache-")
+  atexit.register(shutil.rmtree, _XLA_CACHE, True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import random  # noqa: E402

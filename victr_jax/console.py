@@ -24,11 +24,15 @@ def has_tpu() -> bool:
 
 
 def _platforms() -> str:
-  """JAX platforms worth initialising here: CUDA where its plugin and a GPU are present,
-  then the CPU (never the TPU: see has_tpu)."""
-  gpu = (importlib.util.find_spec("jax_cuda12_plugin") is not None
-         and bool(glob.glob("/dev/nvidia[0-9]*")))
-  return "cuda,cpu" if gpu else "cpu"
+  """JAX platforms worth initialising on a host without TPU chips: a GPU's where its jax
+  plugin and device files are present, then the CPU."""
+  found = []
+  if importlib.util.find_spec("jax_cuda12_plugin") and glob.glob("/dev/nvidia[0-9]*"):
+    found.append("cuda")
+  if (importlib.util.find_spec("jax_rocm7_plugin") or importlib.util.find_spec(
+      "jax_rocm60_plugin")) and glob.glob("/dev/kfd"):
+    found.append("rocm")
+  return ",".join(found + ["cpu"])
 
 
 def quiet_environment() -> None:
@@ -40,7 +44,8 @@ def quiet_environment() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its INFO notice ignores the level above
-  if "JAX_PLATFORMS" not in os.environ and not has_tpu():
+  if ("JAX_PLATFORMS" not in os.environ and importlib.util.find_spec("libtpu")
+      and not has_tpu()):
     os.environ["JAX_PLATFORMS"] = _platforms()
 
 

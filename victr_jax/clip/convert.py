@@ -7,7 +7,11 @@ import argparse
 import sys
 import time
 
-from victr_jax.clip import checkpoint
+from victr_jax import console
+
+console.quiet_environment()  # before jax is imported
+
+from victr_jax.clip import checkpoint  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):

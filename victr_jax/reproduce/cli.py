@@ -24,9 +24,13 @@ import sys
 import tempfile
 import time
 
-from data_pipelines import gpath
-from victr_jax.reproduce import plan as plan_lib
-from victr_jax.reproduce import table
+from victr_jax import console
+
+console.quiet_environment()  # before jax or tensorflow are imported
+
+from data_pipelines import gpath  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax.reproduce import plan as plan_lib  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax.reproduce import table  # noqa: E402  pylint: disable=g-import-not-at-top
 
 DONE = "reproduce.json"
 # Train-set sizes for the dry run when the records carry no victr-prepare manifest: the
