@@ -273,7 +273,7 @@ TRANSFER = [("zero_shot", ""), ("few_shot", "dataset=hmdb51"), ("few_shot", "dat
 
 @pytest.mark.parametrize("name,arg", TRANSFER, ids=[f"{n}:{a}" for n, a in TRANSFER])
 def test_transfer_configs_carry_the_peer_recipe(name, arg):
-  c = importlib.import_module(f"configs.{name}").get_config(arg)
+  c = config_lib.resolve(importlib.import_module(f"configs.{name}").get_config(arg))
   d, o = c.data, c.optim
   size = 336 if "336" in arg else 224
   assert d.sampling == "segments" and d.image_size == size

@@ -62,7 +62,8 @@ def test_the_model_clip_comes_from_the_checkpoint(tmp_path, capsys):
   c.clip_checkpoint = ckpt
   c2, params = train._load_clip(c)
   assert c2.model.clip == "tiny" and c2.model.head.num_heads == 2  # tiny's default, not B/16's
-  assert c2.data.image_size == 32 and c2.data.test_resize == round(32 * 256 / 224)
+  d = config_lib.resolve(c2).data  # the image size and test resize follow the CLIP
+  assert d.image_size == 32 and d.test_resize == round(32 * 256 / 224)
   assert params is not None and "model.clip='tiny'" in capsys.readouterr().out
   c = fs.get_config("root=/d,model=B/16")
   c.clip_checkpoint = ckpt
