@@ -11,7 +11,7 @@ number: `ynn_fusion` are the matmuls, `copy_bitcast_fusion` layout copies with w
 XLA fused into them), then the slowest single operations with their shape, the number of
 instructions fused into them and the model code they come from (XLA's op_name metadata).
 
-What it found (2026-12-05, a 2-core AMD EPYC, B/32 mean-pool step, float32): with the
+What it found (a 2-core AMD EPYC, B/32 mean-pool step, float32): with the
 towers' blocks unrolled, about a third of the worker time is in `copy_bitcast_fusion`s of
 one activation each ((768, 800) for the image tower) that hold 500 to 800 instructions:
 XLA's CPU fusion copies the backward pass's residual-stream gradient, an elementwise chain

@@ -3,7 +3,7 @@
 XLA:CPU takes each step's temporary buffer from malloc (2.8 GiB for the B/32 mean-pool step of
 `benchmarks/train_step.py`). glibc serves a request that large with a fresh `mmap` and gives it
 back with `munmap` when the step ends, so every step touches every one of its 4 KiB pages anew:
-on a 2-core AMD EPYC (2026-12-05) that step took 725k minor page faults and about 1.45 s of
+on a 2-core AMD EPYC (docs/cpu_performance.md) that step took 725k minor page faults and 1.45 s of
 kernel time out of 5.4 s. glibc's tunable `glibc.malloc.hugetlb=1` (glibc 2.35 and later)
 makes malloc ask the kernel for transparent huge pages on those mappings (`madvise`): the
 faults drop to about 1.5k per step and the step to 4.9 s (PyTorch's step gains about as much;
