@@ -42,14 +42,13 @@ if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostme
   hostmem.ensure()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import demo as demo_config_module  # noqa: E402
 from data_pipelines import gpath, pipeline, records, synthetic, video_ops  # noqa: E402
 from experiments.pretrain import attribute_accuracy, pretrain_clip  # noqa: E402
-from victr_jax import clip, config_lib, data, metrics, models, train, viz  # noqa: E402
+from victr_jax import clip, config_lib, data, metrics, models, predict, train, viz  # noqa: E402
 
 ROWS = (  # (variant of config_lib.VARIANTS, what the table calls it)
     ("clip_zero_shot", "CLIP zero-shot, frame average"),
@@ -170,24 +169,22 @@ def markdown_table(results, rows) -> str:
 
 def affinity_pictures(cfg, state, workdir, labels=(4, 5, 0)):
   """VicTR's affinities over time of class and auxiliary text for one test video of each
-  class in `labels`, read and sampled exactly as the evaluation reads them."""
-  model = models.build_model(cfg.model)
+  class in `labels`, read and sampled exactly as the evaluation reads them, scored by
+  predict.Predictor (the prediction over all test views; the first view's affinities)."""
+  cfg = config_lib.resolve(cfg)  # data.image_size 0: the CLIP's, as the trainer reads it
   names = data.subset_names(cfg.data.train)
-  tokens = data.class_tokens(names, cfg.prompt_template)
-  aux_tokens, aux_cats, _ = data.aux_prompts(cfg)
+  pred = predict.Predictor(models.build_model(cfg.model), state.params, names, cfg)
   source = data.open_source(cfg.evals.test, cfg.data)
   first = {}
   for i in range(len(source)):
     first.setdefault(records.as_record(source[i]).labels[0], i)
   ecfg = data.with_classes(cfg.data, len(names))
-  views = [pipeline.eval_views(source[first[c]], ecfg)["frames"][0] for c in labels]
-  out = jax.jit(model.apply)({"params": state.params}, jnp.asarray(np.stack(views)),
-                             jnp.asarray(tokens), jnp.asarray(aux_tokens), jnp.asarray(aux_cats))
-  pred = np.asarray(out["logits"]).argmax(-1)
-  prompts = names + synthetic.aux_vocab()[0]
-  return [viz.plot_affinities(out["affinities"], prompts,
+  out = pred(np.stack([pipeline.eval_views(source[first[c]], ecfg)["frames"] for c in labels]))
+  guess, views = out.probs.argmax(-1), out.logits.shape[1]
+  return [viz.plot_affinities(out.affinities[:, :, 0], pred.prompts,
                               os.path.join(workdir, f"affinities_{k}.png"), video_index=k,
-                              title=f"{names[c]}; predicted: {names[pred[k]]} (first view)")
+                              title=f"{names[c]}; predicted: {names[guess[k]]} ({views} views);"
+                              " first view's affinities")
           for k, c in enumerate(labels)]
 
 

@@ -56,7 +56,7 @@ import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top,wrong
 
 from data_pipelines import pipeline, synthetic  # noqa: E402  pylint: disable=g-import-not-at-top
 from experiments import demo, pretrain  # noqa: E402  pylint: disable=g-import-not-at-top
-from victr_jax import config_lib, data, metrics, models, optim, train  # noqa: E402  pylint: disable=g-import-not-at-top
+from victr_jax import config_lib, data, metrics, models, optim, predict, train  # noqa: E402  pylint: disable=g-import-not-at-top
 from victr_jax.models import head as H  # noqa: E402  pylint: disable=g-import-not-at-top
 
 K400_TRAIN = 240_000  # Kinetics-400 train videos as the peers hold them: "~240k" (X-CLIP,
@@ -149,43 +149,41 @@ def parts_accuracy(labels, preds) -> dict:
 
 
 def analyse(cfg, params) -> dict:
-  """Test-set logits of the trained model, of its towers' frame average and of the model
-  with gamma = 0; the figures of the module doc (multi-label: mAP instead of accuracies)."""
-  model = models.build_model(cfg.model)
+  """Test-set scores of the trained model, of its towers' frame average and of the model
+  with gamma = 0, each on every test view of every test video with the views combined as
+  the evaluator combines them (predict.Predictor); the figures of the module doc
+  (multi-label: mAP instead of accuracies)."""
+  cfg = config_lib.resolve(cfg)  # data.image_size 0: the CLIP's, as the trainer reads it
   names = data.subset_names(cfg.data.train)
-  tokens = jnp.asarray(data.class_tokens(names, cfg.prompt_template))
-  aux_tokens, aux_cats, _ = data.aux_prompts(cfg)
-  aux = (None, None) if aux_tokens is None else (jnp.asarray(aux_tokens), jnp.asarray(aux_cats))
-  frame_avg = models.build_model(dict_with(cfg.model, name="clip_zero_shot"))
-  apply = jax.jit(lambda p, f: model.apply({"params": p}, f, tokens, *aux)["logits"])
-  apply_avg = jax.jit(lambda p, f: frame_avg.apply({"params": {"clip": p["clip"]}}, f,
-                                                    tokens)["logits"])
-  no_gamma = jax.tree.map(lambda x: x, params)
-  if "gamma" in no_gamma:
-    no_gamma["gamma"] = jnp.zeros_like(no_gamma["gamma"])
+  trained = predict.Predictor(models.build_model(cfg.model), params, names, cfg)
+  frame_avg = predict.Predictor(models.build_model(dict_with(cfg.model, name="clip_zero_shot")),
+                                {"clip": params["clip"]}, names, cfg)
+  no_gamma = trained.with_params(
+      dict(params, gamma=jnp.zeros_like(params["gamma"])) if "gamma" in params else params)
   source = data.open_source(cfg.evals.test, cfg.data)
   ecfg = data.with_classes(cfg.data, len(names))
-  logits, avg, off, labels = [], [], [], []
+  logits, avg, probs, off, labels = [], [], [], [], []
   for batch in pipeline.eval_dataset(source, ecfg):
-    keep = batch["mask"] > 0
-    f = jnp.asarray(batch["frames"][:, 0])
-    logits.append(np.asarray(apply(params, f))[keep])
-    avg.append(np.asarray(apply_avg(params, f))[keep])
-    off.append(np.asarray(apply(no_gamma, f))[keep])
+    keep, frames = batch["mask"] > 0, batch["frames"]  # frames (B, V, T, S, S, 3)
+    out = trained(frames)
+    logits.append(out.logits[keep])  # (B, V, n)
+    probs.append(out.probs[keep])    # (B, n), the views combined
+    avg.append(frame_avg(frames).logits[keep])
+    off.append(no_gamma(frames).probs[keep])
     labels.append(batch["label"][keep])
-  logits, avg, off, labels = map(np.concatenate, (logits, avg, off, labels))
-  pred = logits.argmax(-1)
-  share = (logits - avg).std(-1) / np.maximum(avg.std(-1), 1e-12)
+  logits, avg, probs, off, labels = map(np.concatenate, (logits, avg, probs, off, labels))
+  pred = probs.argmax(-1)
+  share = (logits - avg).std(-1) / np.maximum(avg.std(-1), 1e-12)  # per video and view
   head = params.get("head", {})
   if cfg.data.multi_label:  # labels (N, C) multi-hot
     acc = metrics.ClassificationAccumulator(len(names), multi_label=True)
-    acc.update(logits, labels)
+    acc.update(probs, labels)
     scores = {"mAP": acc.result()["mAP"], "top1": float("nan")}
     scores.update({f"{k}_accuracy": float("nan") for k in ("colour", "axis", "motion",
                                                               "direction")})
     scores["direction_growing_shrinking"] = float("nan")
     # the positives' share of the sigmoids' mass: near 1 once the negatives are pushed down
-    sig = 1 / (1 + np.exp(-logits))
+    sig = (1 / (1 + np.exp(-logits))).mean(1)  # (N, C): each view's sigmoids, averaged
     scores["positive_mass"] = float((sig * labels).sum() / sig.sum())
   else:
     scores = {"top1": float((pred == labels).mean()), "mAP": float("nan"),
