@@ -52,10 +52,10 @@ print(os.environ.get("GLIBC_TUNABLES"), int(huge[0].split()[1]) if huge else -1)
 """
 
 
-def _child(**env):
+def _child(*args, **env):
   environ = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", hostmem.OPT_OUT)}
-  out = subprocess.run([sys.executable, "-c", _CHILD], env={**environ, **env}, check=True,
-                       capture_output=True, text=True)
+  out = subprocess.run([sys.executable, "-c", _CHILD, *args], env={**environ, **env},
+                       check=True, capture_output=True, text=True)
   tunables, huge_kib = out.stdout.split()
   return tunables, int(huge_kib), out.stderr
 
@@ -63,10 +63,12 @@ def _child(**env):
 @pytest.mark.skipif(hostmem.tuned_environ({}, hostmem.glibc_version(), hostmem.thp_mode()) is None,
                     reason="no glibc >= 2.35 with transparent huge pages here")
 def test_ensure_restarts_once_and_malloc_gets_huge_pages():
-  tunables, huge_kib, err = _child()
+  tunables, huge_kib, err = _child("-v")  # -v: the restart says so
   assert tunables == hostmem.TUNABLE and err.count("[hostmem] restarting") == 1
   assert huge_kib >= 2048, "a 256 MiB malloc under glibc.malloc.hugetlb=1 got no huge page"
-  tunables, huge_kib, err = _child(VICTR_HOST_HUGEPAGES="0")
+  tunables, _, err = _child()
+  assert tunables == hostmem.TUNABLE and not err  # silently otherwise
+  tunables, huge_kib, err = _child("-v", VICTR_HOST_HUGEPAGES="0")
   assert tunables == "None" and "[hostmem]" not in err
   if hostmem.thp_mode() == "madvise":  # only madvised mappings get huge pages: none without it
     assert huge_kib == 0
