@@ -15,6 +15,7 @@ def get_config(arg=None):
                            data_dir="/tmp/victr_synthetic_actions", frames=8)
   c = config_lib.base("demo")
   c.model.num_frames = a.frames
+  c.model.scan_layers = True  # a CPU config: scanned tower blocks (docs/cpu_performance.md)
   c.model.head.num_heads = 2
   c.model.head.num_aux_categories = 3
   c.aux_vocab = "synthetic"

@@ -81,11 +81,15 @@ def seeds_of(variant: str, headline: int, ablation: int) -> int:
   return headline if variant in HEADLINE else ablation
 
 
-def demo_config(variant, setting, steps, data_dir, ckpt):
+def demo_config(variant, setting, steps, data_dir, ckpt, per_class=None):
+  """configs/demo.py for one run; per_class: (train, test) videos per class, or None for
+  the config's."""
   cfg = demo_config_module.get_config(
       f"variant={variant},setting={setting},steps={steps}")
   cfg.data.synthetic_dir = data_dir
   cfg.clip_checkpoint = ckpt
+  if per_class:
+    cfg.data.synthetic_per_class = {"train": per_class[0], "test": per_class[1]}
   return cfg
 
 
@@ -199,12 +203,21 @@ def main(argv=None) -> int:
   p.add_argument("--seeds", type=int, default=3, help="seeds of the headline rows (%s)"
                  % ", ".join(HEADLINE))
   p.add_argument("--ablation_seeds", type=int, default=1,
-                 help="seeds of every other row (their 5-seed figures: benchmarks/"
+                 help="seeds of every other row (their 5-seed figures: experiments/"
                       "recipe_dynamics.py --recipes demo --seeds 5)")
+  p.add_argument("--per_class", default="64,32",
+                 help="synthetic train,test videos per class (one test video of 32 is 0.17 "
+                      "points)")
   p.add_argument("--b2n_rows", default=",".join(HEADLINE),
                  help="rows also run base-to-novel ('all': every row; the default, the "
                       "headline rows, keeps the job short)")
   args = p.parse_args(argv)
+  try:
+    per_class = tuple(int(n) for n in args.per_class.split(","))
+  except ValueError:
+    per_class = ()
+  if len(per_class) != 2 or min(per_class) < 1:
+    p.error(f"--per_class={args.per_class!r}: expected TRAIN,TEST (two counts >= 1)")
   t0 = time.time()
   wd = args.workdir if gpath.is_remote(args.workdir) else os.path.abspath(args.workdir)
   gpath.makedirs(wd)
@@ -224,7 +237,7 @@ def main(argv=None) -> int:
   _log(f"victr-jax main job -> {wd} ({jax.device_count()} x {jax.devices()[0].device_kind})")
 
   data_dir = os.path.join(wd, "data")
-  cfg0 = demo_config("victr", "full", args.steps, data_dir, "")
+  cfg0 = demo_config("victr", "full", args.steps, data_dir, "", per_class)
   data.ensure_synthetic(cfg0.data, dict(cfg0.data.synthetic_per_class),
                         cfg0.data.synthetic_frames, cfg0.data.synthetic_size)
   _log(f"[1/4] synthetic_actions: {len(synthetic.classes())} classes, "
@@ -249,7 +262,7 @@ def main(argv=None) -> int:
     eta = f", ETA {(time.time() - t_runs) / k * (len(runs) - k):.0f}s" if k else ""
     _log(f"[3/4] run {k + 1}/{len(runs)}: {variant}, {setting}, seed {seed} "
          f"(elapsed {time.time() - t0:.0f}s{eta})")
-    cfg = demo_config(variant, setting, args.steps, data_dir, ckpt)
+    cfg = demo_config(variant, setting, args.steps, data_dir, ckpt, per_class)
     cfg.seed = cfg.data.seed = seed
     cfg.log_every = max(args.steps // 4, 1)
     run_dir = os.path.join(wd, "runs", f"{variant}_{setting}" + (f"_seed{seed}" if seed else ""))

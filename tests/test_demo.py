@@ -54,7 +54,7 @@ def test_over_seeds_against_numpy():
 def test_main_job_writes_table_results_and_pictures(tmp_path):
   wd = str(tmp_path / "demo")
   rc = demo.main(["--workdir", wd, "--steps", "2", "--pretrain_steps", "3", "--seeds", "2",
-                  "--ablation_seeds", "1",
+                  "--ablation_seeds", "1", "--per_class", "4,2",
                   "--rows", "clip_zero_shot,victr,no_aux,classifier_visual"])
   assert rc == 0
   res = json.load(open(os.path.join(wd, "results.json")))

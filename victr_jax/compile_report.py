@@ -110,13 +110,15 @@ _COUNTING_SLICES = {4: "v5p:2x2x1", 8: "v5p:2x2x2", 16: "v5p:2x2x4", 32: "v5p:2x
 
 
 def unrolled_train_flops(config, devices) -> tuple[float, str]:
-  """XLA's FLOPs per device of the train step with the head's chunked loops unrolled
-  (XLA's cost analysis counts a loop body once), and the slice they were counted on: the
+  """XLA's FLOPs per device of the train step with its loops unrolled (the head's chunks
+  and scanned tower blocks: XLA's cost analysis counts a loop body once; the same
+  parameters and result), and the slice they were counted on: the
   v5p slice of as many chips for a TPU slice, else `devices`. The head is not split into
   video steps for the count (`video_chunk` 0: XLA counts the same work either way,
   tests/test_cost.py), which keeps the unrolled program to one copy per chunk."""
   config = config.copy_and_resolve_references()
   config.model.head.video_chunk = 0
+  config.model.scan_layers = False
   where = _COUNTING_SLICES.get(len(devices)) if chip_of(devices[0]) else None
   with clip_model.unrolled_steps():  # traced anew: jit caches key on the function
     progs, args, _ = _programs(config, slice_devices(where) if where else devices)
@@ -126,9 +128,11 @@ def unrolled_train_flops(config, devices) -> tuple[float, str]:
 
 
 def _chunked(config) -> bool:
-  """Whether the head runs its attention or videos in chunks (a loop in the program)."""
+  """Whether the program loops: the head runs its attention or videos in chunks, or the
+  towers' blocks run in a lax.scan (model.scan_layers)."""
   hc = config.model.get("head", {})
-  return bool(hc.get("attention_chunk", 0) or hc.get("video_chunk", 0))
+  return bool(hc.get("attention_chunk", 0) or hc.get("video_chunk", 0) or
+              config.model.get("scan_layers", False))
 
 
 def compile_steps(config, devices, count_flops: bool = True, train_only: bool = False):
@@ -281,9 +285,9 @@ def print_report(rep: dict) -> None:
           f"{f['model_per_device'] / 1e12:.3f} T + recompute "
           f"{f['recompute_per_device'] / 1e12:.3f} T ("
           + (f"accounted {f['accounted']:.2f}" if f.get("accounted") else
-             "not comparable: XLA counted the head's loops once; count_flops unrolls them")
+             "not comparable: XLA counted the loops once; count_flops unrolls them")
           + ")"
-          + (f"; XLA's count with the head's loops unrolled, on "
+          + (f"; XLA's count with the loops unrolled, on "
              f"{rep['xla_flops_loops_unrolled']}" if rep.get("xla_flops_loops_unrolled") else ""))
   r = rep.get("roofline")
   if r:

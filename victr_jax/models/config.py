@@ -47,8 +47,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.num_frames = 8                 # T the temporal embedding is sized for (others interpolate)
   c.dtype = "float32"              # compute dtype; params stay float32
   c.remat = False                  # rematerialise tower blocks and head layers (saves memory)
-  c.scan_layers = False            # tower blocks in one lax.scan: faster on CPU (XLA's CPU
-                                   # fusion duplicates work across unrolled blocks), same result
+  c.scan_layers = False            # tower blocks in one lax.scan, same parameters and result:
+                                   # 1.5x faster on CPU (configs/demo.py sets it); on a TPU
+                                   # slice less memory and a faster compile, its step time
+                                   # unmeasured (docs/cpu_performance.md)
   c.logit_bias = False             # a learnable scalar added to the logits (multi-label)
   c.logit_bias_init = -10.0        # its start: sigmoids start small (SigLIP's -10)
   c.freeze_image_tower = False
