@@ -117,13 +117,16 @@ def test_chunked_steps_are_counted_unrolled(tmp_path, no_data):
   of the plain step and recomputes the chunks' scores on top."""
   def xla_flops(chunk):
     c = _tiny()
-    c.model.head.attention_chunk = chunk
+    c.model.head.attention_chunk, c.model.scan_layers = chunk, False  # the head's loops only
     assert compile_report.run(c, str(tmp_path / str(chunk)), "v5e:2x2",
                               train_only=True) == compile_report.FITS
     rep = json.load(open(tmp_path / str(chunk) / "compile_report.json"))
     assert bool(rep.get("xla_flops_loops_unrolled")) == (chunk > 0)
     return rep["flops"]["xla_per_device"]
   assert xla_flops(4) > xla_flops(0)
+  c = _tiny()
+  c.model.scan_layers = True  # scanned towers loop too: their FLOPs are counted unrolled
+  assert compile_report._chunked(c)  # pylint: disable=protected-access
 
 
 def test_a_loop_counted_once_is_not_reconciled(tmp_path, no_data, capsys):

@@ -55,17 +55,16 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
   wd = str(tmp_path / "demo")
   rc = demo.main(["--workdir", wd, "--steps", "2", "--pretrain_steps", "3", "--seeds", "2",
                   "--ablation_seeds", "1", "--per_class", "4,2",
-                  "--rows", "clip_zero_shot,victr,no_aux,classifier_visual"])
+                  "--rows", "clip_zero_shot,victr,classifier_visual"])
   assert rc == 0
   res = json.load(open(os.path.join(wd, "results.json")))
   rows = res["rows"]
   # Ablations run seen-only by default (--b2n_rows); the closed set never has novel classes.
   assert set(rows) == {"clip_zero_shot/full", "clip_zero_shot/base_to_novel", "victr/full",
-                       "victr/base_to_novel", "no_aux/full", "classifier_visual/full"}
+                       "victr/base_to_novel", "classifier_visual/full"}
   seeds = {k: r["seeds"] for k, r in rows.items()}
   assert seeds == {"clip_zero_shot/full": 1, "clip_zero_shot/base_to_novel": 1,
-                   "victr/full": 2, "victr/base_to_novel": 2, "no_aux/full": 1,
-                   "classifier_visual/full": 1}
+                   "victr/full": 2, "victr/base_to_novel": 2, "classifier_visual/full": 1}
   assert os.path.isdir(os.path.join(wd, "runs", "victr_full_seed1"))
   for key, r in rows.items():
     for per in r["per_seed"]:
@@ -87,9 +86,9 @@ def test_main_job_writes_table_results_and_pictures(tmp_path):
                        f"{cell(v, 'direction_accuracy')} | {cell(v, 'colour_accuracy')} | "
                        f"{cell(b, 'base_top1')} | "
                        f"{cell(b, 'novel_top1')} | {cell(b, 'harmonic_mean')} |")
-  for title in ("visual classifier (closed set)", "no auxiliary text"):
-    assert [l for l in table.splitlines() if title in l][0].endswith("| — | — | — |")
-  assert table.count("\n| ") == 2 * (1 + 4) and table.count("\n|---") == 2
+  closed = [l for l in table.splitlines() if "visual classifier (closed set)" in l][0]
+  assert closed.endswith("| — | — | — |")  # an ablation row: seen classes only
+  assert table.count("\n| ") == 2 * (1 + 3) and table.count("\n|---") == 2
   for pic in ("curves.png", "confusion_victr.png", "affinities_0.png", "affinities_1.png",
               "affinities_2.png"):
     assert os.path.getsize(os.path.join(wd, pic)) > 1000, pic

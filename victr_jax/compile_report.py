@@ -84,6 +84,7 @@ def _oom(e: Exception):
 def _programs(config, devices):
   """The config's programs (programs.build) on `devices`, over an abstract state, with
   their abstract arguments: (programs, {'train': args, 'eval': args}, context dict)."""
+  config = config_lib.resolve(config)  # the image size the data config derives
   layout = sharding.layout(config.mesh, devices)
   model = models.build_model(config.model)
   names, text = train_state.prompts(config)

@@ -4,8 +4,8 @@ A config is an ml_collections.ConfigDict with fields:
   config_version the layout of this config (CONFIG_VERSION; `migrate` upgrades older ones)
   model          models.get_config(size) (+ name, head switches); model.num_frames is also
                  data.num_frames (one field, two names); model.clip_act is the activation
-                 the model runs and the one a checkpoint that does not record its own is
-                 read with
+                 the model runs ('' the preset's), and the one a checkpoint that does not
+                 record its own (an open_clip state dict) is read with: set it for one
   clip_checkpoint             CLIP weights to start from ('' = random init); the CLIP's
                               shape is read from it unless the config names a model
   init_from      a work directory whose trained parameters (towers and head) start this run
@@ -264,20 +264,31 @@ def migrate(raw: dict) -> dict:
     head = model.setdefault("head", {})
     for k, v in _V1_HEAD.items():
       head.setdefault(k, v)
-    ref = models.get_config(model.get("size", "tiny")).to_dict()
+    ref = models.get_config("tiny").to_dict()  # any size: only fields it lacks are read
     for k, v in ref["head"].items():
       head.setdefault(k, v)
     for k, v in ref.items():
       if k != "head":
         model.setdefault(k, v)
-    o = raw.get("optim", {})
+    o = raw.setdefault("optim", {})
     mult = o.pop("head_lr_mult", 10.0)
-    if o and not o.get("head_lr"):
-      o["head_lr"] = o.get("lr", 0.0) * mult
+    if not o.get("head_lr"):
+      o["head_lr"] = o.get("lr", base().optim.lr) * mult
+    o["gate_lr"] = o.get("gate_lr") or o["head_lr"]  # 0 meant the head's
     if "clip_act" in raw:
       act = raw.pop("clip_act")
       if act and not model.get("clip_act"):
         model["clip_act"] = act
+    # Fields added since, which change nothing for an old run: today's defaults (e.g.
+    # data.test_resize 0, num_test_clips 1, view_aggregation '').
+    ref = base().to_dict()
+    for k, v in ref.items():
+      if k == "model":
+        continue
+      raw.setdefault(k, v)
+      if isinstance(v, dict) and isinstance(raw[k], dict) and k not in ("evals",):
+        for kk, vv in v.items():
+          raw[k].setdefault(kk, vv)
     raw["config_version"] = CONFIG_VERSION
   return raw
 
@@ -391,9 +402,9 @@ def check_config(config, mode: str = "train_and_eval", num_devices: int | None =
   if d.eval_batch_size < 1:
     raise ValueError(f"config field data.eval_batch_size={d.eval_batch_size} must be >= 1")
   clip_cfg = models.clip_config_of(config.model)
-  if d.image_size and d.image_size != clip_cfg.image_size:
-    raise ValueError(f"config field data.image_size={d.image_size}: the CLIP "
-                     f"({config.model.clip}) takes {clip_cfg.image_size}-px frames (0: the CLIP's)")
+  if d.image_size % clip_cfg.patch_size:
+    raise ValueError(f"config field data.image_size={d.image_size} is not a multiple of the "
+                     f"patch size {clip_cfg.patch_size} (0: the CLIP's {clip_cfg.image_size})")
   d = resolve(config).data
   for field, choices in (("sampling", ("stride", "segments")),
                          ("train_aug", ("random_resized_crop", "scale_jitter", "none")),

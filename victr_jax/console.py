@@ -23,30 +23,26 @@ def has_tpu() -> bool:
   return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
-def _platforms() -> str:
-  """JAX platforms worth initialising on a host without TPU chips: a GPU's where its jax
-  plugin and device files are present, then the CPU."""
-  found = []
-  if importlib.util.find_spec("jax_cuda12_plugin") and glob.glob("/dev/nvidia[0-9]*"):
-    found.append("cuda")
-  if (importlib.util.find_spec("jax_rocm7_plugin") or importlib.util.find_spec(
-      "jax_rocm60_plugin")) and glob.glob("/dev/kfd"):
-    found.append("rocm")
-  return ",".join(found + ["cpu"])
+def _accelerator_plugins() -> list[str]:
+  """The jax plugins installed for accelerators other than the TPU (jax[cuda12], ROCm ...)."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  return [e.name for e in metadata.entry_points(group="jax_plugins") if "tpu" not in e.name]
 
 
 def quiet_environment() -> None:
   """Sets, unless already set: TF_CPP_MIN_LOG_LEVEL=2 (TensorFlow and XLA C++ INFO and
-  WARNING lines), GRPC_VERBOSITY=ERROR, and on a host without TPU chips JAX_PLATFORMS
-  without 'tpu', so an installed libtpu (the test extra has one, for --mode=compile)
-  does not try to initialise and print its INVALID_ARGUMENT errors. Must run before
-  jax or tensorflow is imported."""
+  WARNING lines), GRPC_VERBOSITY=ERROR, and on a host with libtpu installed (the test
+  extra has it, for --mode=compile) but no TPU chips and no GPU plugin JAX_PLATFORMS=cpu,
+  so libtpu does not try to initialise and print its INVALID_ARGUMENT errors. Runs before
+  tensorflow is imported, and before jax starts a backend."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
   os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # its INFO notice ignores the level above
   if ("JAX_PLATFORMS" not in os.environ and importlib.util.find_spec("libtpu")
-      and not has_tpu()):
-    os.environ["JAX_PLATFORMS"] = _platforms()
+      and not has_tpu() and not _accelerator_plugins()):  # a GPU host keeps jax's choice
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    if "jax" in sys.modules:  # imported already (by a package __init__): before its backends
+      sys.modules["jax"].config.update("jax_platforms", "cpu")
 
 
 class _NotOrbax(py_logging.Filter):

@@ -92,8 +92,9 @@ class Programs:
     b = self.layout.batch
     label = (jax.ShapeDtypeStruct((d.batch_size, self.num_classes), jnp.float32, sharding=b)
              if d.multi_label else jax.ShapeDtypeStruct((d.batch_size,), jnp.int32, sharding=b))
+    s = d.image_size or c.image_size  # a resolved config's, else the CLIP's
     batch = {"frames": jax.ShapeDtypeStruct(
-        (d.batch_size, d.num_frames, c.image_size, c.image_size, 3), jnp.float32, sharding=b),
+        (d.batch_size, d.num_frames, s, s, 3), jnp.float32, sharding=b),
              "label": label}
     state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                          self.init.state, self.init.shardings)
@@ -103,8 +104,9 @@ class Programs:
     """(params, frames (eval_batch, V, T, S, S, 3), text) as ShapeDtypeStructs."""
     d, c = self.config.data, self.model.clip_cfg
     views = d.num_test_clips * d.num_test_crops
-    frames = jax.ShapeDtypeStruct((eval_batch, views, d.num_frames, c.image_size, c.image_size,
-                                   3), jnp.float32, sharding=self.layout.batch)
+    s = d.image_size or c.image_size
+    frames = jax.ShapeDtypeStruct((eval_batch, views, d.num_frames, s, s, 3), jnp.float32,
+                                  sharding=self.layout.batch)
     params = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           self.init.state.params, self.init.param_shardings)
     return params, frames, self._abstract(text)
@@ -144,6 +146,6 @@ def cost(compiled) -> dict:
 
 def compile(jitted, *args):  # pylint: disable=redefined-builtin
   """Ahead-of-time compiled `jitted` for these arguments (arrays or ShapeDtypeStructs),
-  and its FLOPs per step over all processes (0 when XLA does not say)."""
+  and XLA's FLOPs of one device's share of a step (0 when XLA does not say)."""
   compiled = jitted.lower(*args).compile()
-  return compiled, cost(compiled)["flops"] * jax.process_count()
+  return compiled, cost(compiled)["flops"]

@@ -110,7 +110,10 @@ def _load_clip(config):
     if config.get("init_from") and config.model.get("clip_from_checkpoint"):
       source = os.path.join(config.init_from, "config.json")
       if gpath.exists(source):
-        their = config_lib.read_workdir_config(config.init_from).model
+        try:
+          their = config_lib.read_workdir_config(config.init_from).model
+        except ValueError as e:
+          raise ValueError(f"config field init_from: {e}") from e
         config = config_lib.adopt_clip(config, models.clip_config_of(their), config.init_from)
     return config, None
   if not gpath.exists(config.clip_checkpoint):
@@ -234,7 +237,8 @@ def run(config, workdir: str, mode: str = "train_and_eval", devices=None):
         batch = pipeline.to_global(next(train_iter), layout.batch)
         with layout.use():
           if step == start:  # compile once, ahead of time, and read its FLOPs
-            p_train, log.flops_per_step = programs.compile(p_train, state, batch, train_text)
+            p_train, flops = programs.compile(p_train, state, batch, train_text)
+            log.flops_per_step = flops * layout.mesh.size  # XLA counts one device's
           state, m = p_train(state, batch, train_text)
         done = step + 1
         log.add(done, m)
