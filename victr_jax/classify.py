@@ -299,6 +299,7 @@ def _run(args) -> int:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  console.quiet_logging()
   try:
     return _run(args)
   except (ValueError, OSError) as e:

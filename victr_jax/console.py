@@ -62,7 +62,7 @@ def quiet_logging(verbose: bool = False) -> None:
   for name in _CHATTY:
     py_logging.getLogger(name).setLevel(level)
   if not verbose:
-    logging.get_absl_handler().addFilter(_NotOrbax())
+    py_logging.getLogger("absl").addFilter(_NotOrbax())  # orbax logs through absl
     sys.unraisablehook = _without_closed_loops(sys.unraisablehook)
 
 

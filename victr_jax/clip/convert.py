@@ -15,6 +15,7 @@ from victr_jax.clip import checkpoint  # noqa: E402  pylint: disable=g-import-no
 
 
 def main(argv=None):
+  console.quiet_logging()
   p = argparse.ArgumentParser(prog="victr-convert-clip", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("src", help="OpenAI .pt, open_clip .pt/.bin/.safetensors, or a Hugging "

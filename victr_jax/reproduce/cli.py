@@ -206,6 +206,7 @@ def execute(run, log_path: str) -> int:
 
 
 def main(argv=None) -> int:
+  console.quiet_logging()
   p = build_parser()
   args, rest = p.parse_known_args(argv)
   bad = [a for a in rest if not (a.startswith("--config.") and "=" in a)]
