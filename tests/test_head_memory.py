@@ -140,7 +140,7 @@ def test_model_with_remat_and_chunks_equals_the_default_model(rng):
   """The whole model (towers and head rematerialised, chunked head attention) has the
   default model's variables and logits; a version-1 config without the field (an older
   work directory's, migrated when read) builds the default model."""
-  from victr_jax import config_lib
+  from victr_jax import config_version
   t = 4
   cfg = models.get_config("tiny")
   cfg.num_frames, cfg.head.link = t, "embeddings"
@@ -149,7 +149,7 @@ def test_model_with_remat_and_chunks_equals_the_default_model(rng):
   cfg.remat, cfg.head.attention_chunk = True, 3
   other = models.build_model(cfg)
   del old["head"]["attention_chunk"]
-  legacy = models.build_model(ml_collections.ConfigDict(config_lib.migrate({"model": old})["model"]))
+  legacy = models.build_model(ml_collections.ConfigDict(config_version.migrate({"model": old})["model"]))
   assert legacy.cfg.head.attention_chunk == 0
   v = models.init(plain, num_frames=t, n=3, m=4)
   _assert_trees_close(models.init(other, num_frames=t, n=3, m=4), v, tol=0)

@@ -60,7 +60,7 @@ def test_a_version_1_work_directory_config_is_migrated(tmp_path):
   """A config.json from before versions: head_lr 0 meant lr x head_lr_mult, clip_act sat at
   the top, and head fields added later take the values its model computed with."""
   import json
-  from victr_jax import config_lib
+  from victr_jax import config_version
   old = config_lib.base("tiny").to_dict()
   del old["config_version"]
   old["optim"].update(lr=2e-6, head_lr=0.0, head_lr_mult=10.0)
@@ -68,8 +68,8 @@ def test_a_version_1_work_directory_config_is_migrated(tmp_path):
   for k in ("link", "affinity_standardize", "temporal_init_std", "reweight_pooled"):
     del old["model"]["head"][k]
   (tmp_path / "config.json").write_text(json.dumps(old))
-  c = config_lib.read_workdir_config(str(tmp_path))
-  assert c.config_version == config_lib.CONFIG_VERSION
+  c = config_version.read_workdir_config(str(tmp_path))
+  assert c.config_version == config_version.CONFIG_VERSION
   assert "head_lr_mult" not in c.optim and "clip_act" not in c
   np.testing.assert_allclose(optim.peak_lrs(c.optim)["head"], 2e-5)
   assert c.model.clip_act == "gelu"
@@ -79,7 +79,7 @@ def test_a_version_1_work_directory_config_is_migrated(tmp_path):
   config_lib.check_config(c, "compile", num_devices=1)  # a config of this version
   (tmp_path / "config.json").write_text(json.dumps(dict(old, config_version=99)))
   with pytest.raises(ValueError, match=r"config\.json.*config_version 99"):
-    config_lib.read_workdir_config(str(tmp_path))
+    config_version.read_workdir_config(str(tmp_path))
 
 
 def test_gates_get_no_weight_decay_and_freeze_with_the_head():

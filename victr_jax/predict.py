@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 
 from data_pipelines import gpath, splits, synthetic, video_io, video_ops
-from victr_jax import config_lib, data, metrics, models, programs, sharding
+from victr_jax import config_lib, config_version, data, metrics, models, programs, sharding
 from victr_jax.train_state import Prompts
 
 DEFAULT_TEMPLATE = "a photo of a {}."  # the configs' class prompt
@@ -97,7 +97,7 @@ def load_model(checkpoint: str):
     raise ValueError(f"--checkpoint {checkpoint}: no such file or directory")
   if gpath.exists(os.path.join(checkpoint, "config.json")) and gpath.isdir(
       os.path.join(checkpoint, "checkpoints")):
-    config = config_lib.read_workdir_config(checkpoint)  # older layouts migrated
+    config = config_version.read_workdir_config(checkpoint)  # older layouts migrated
     model = models.build_model(config.model)
     step, state, _ = checkpointing.restore_latest(checkpoint)
     return model, state["params"], config, f"{config.model.name} work directory, step {step}"

@@ -23,8 +23,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from data_pipelines import gpath, pipeline
-from victr_jax import (checkpointing, clip, config_lib, data, evaluate, metrics, models, optim,
-                       programs, sharding, train_state)
+from victr_jax import (checkpointing, clip, config_lib, config_version, data, evaluate,
+                       metrics, models, optim, programs, sharding, train_state)
 from victr_jax.config_lib import check_config, total_steps
 
 
@@ -111,7 +111,7 @@ def _load_clip(config):
       source = os.path.join(config.init_from, "config.json")
       if gpath.exists(source):
         try:
-          their = config_lib.read_workdir_config(config.init_from).model
+          their = config_version.read_workdir_config(config.init_from).model
         except ValueError as e:
           raise ValueError(f"config field init_from: {e}") from e
         config = config_lib.adopt_clip(config, models.clip_config_of(their), config.init_from)
