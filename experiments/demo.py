@@ -38,8 +38,10 @@ import sys
 import time
 
 if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostmem.py)
-  from victr_jax import hostmem  # pylint: disable=g-import-not-at-top
+  from victr_jax import console, hostmem  # pylint: disable=g-import-not-at-top
   hostmem.ensure()
+  console.quiet_environment()  # progress lines only (victr_jax/console.py)
+  console.quiet_logging()
 
 import jax  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
