@@ -164,7 +164,8 @@ def test_a_run_prints_progress_only_and_a_full_disk_is_one_error_line(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
   run = (f"mount -t tmpfs -o size=25m tmpfs {disk} && exec {sys.executable} -m victr_jax.main "
          f"--config=configs/demo.py:steps=10,frames=4,evals=none,data_dir={data} "
-         f"--workdir={disk}/wd --config.checkpoint_every=5")
+         f"--workdir={disk}/wd --config.checkpoint_every=5 "
+         "--config.data.synthetic_per_class.train=2 --config.data.synthetic_per_class.test=1")
   proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", run],
                         cwd=root, env=env, capture_output=True, text=True, timeout=600)
   if "mount:" in proc.stderr and "wd" not in proc.stderr:
