@@ -38,6 +38,8 @@ import sys
 import time
 
 if __name__ == "__main__":  # XLA's step buffers on huge pages (victr_jax/hostmem.py)
+  if not __package__:  # run as a file (python experiments/demo.py): the repository root
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from victr_jax import console, hostmem  # pylint: disable=g-import-not-at-top
   hostmem.ensure()
   console.quiet_environment()  # progress lines only (victr_jax/console.py)
