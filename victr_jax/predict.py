@@ -28,7 +28,6 @@ import os
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -144,13 +143,10 @@ def _forward(model, how: str):
   'affinities' (L+1, B, V, T, J) when the model gives them}."""
 
   def fn(params, frames, text: Prompts):
-    b, v = frames.shape[:2]
-    out = programs.apply(model, params, frames.reshape(b * v, *frames.shape[2:]), text)
-    logits = out["logits"].astype(jnp.float32).reshape(b, v, -1)
-    res = {"logits": logits, "probs": metrics.aggregate_views(logits, how)}
-    a = out.get("affinities")
-    if a is not None:
-      res["affinities"] = a.astype(jnp.float32).reshape(a.shape[0], b, v, *a.shape[2:])
+    res = programs.apply_views(model, params, frames, text)
+    res["probs"] = metrics.aggregate_views(res["logits"], how)
+    if res["affinities"] is None:
+      del res["affinities"]
     return res
 
   return fn
@@ -188,7 +184,7 @@ class Predictor:
     with self.layout.use():
       self._step = jax.jit(_forward(model, self.how),
                            in_shardings=(repl, self.layout.batch, repl))
-    self._text = jax.device_put(jax.tree.map(jnp.asarray, self.text), repl)
+    self._text = programs.replicate(self.text, self.layout)
     self.params = jax.device_put(params, repl)
 
   def _aux(self, config, aux_vocab):

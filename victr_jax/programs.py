@@ -59,16 +59,29 @@ def make_train_step(model, tx, ocfg, num_classes: int, multi_label: bool):
   return train_step
 
 
+def apply_views(model, params, frames, text: Prompts) -> dict:
+  """Every view of every video through the model, eval mode: frames (B, V, T, S, S, 3) ->
+  {'logits' (B, V, n) float32, 'affinities' (L+1, B, V, T, n+m) float32 or None}."""
+  b, v = frames.shape[:2]
+  out = apply(model, params, frames.reshape(b * v, *frames.shape[2:]), text)
+  a = out.get("affinities")
+  return {"logits": out["logits"].astype(jnp.float32).reshape(b, v, -1),
+          "affinities": None if a is None else a.astype(jnp.float32).reshape(
+              a.shape[0], b, v, *a.shape[2:])}
+
+
 def make_eval_step(model):
-  """(params, frames (B, V, T, S, S, 3), text) -> logits (B, V, n) float32: every view of
-  every video through the model, eval mode."""
+  """(params, frames (B, V, T, S, S, 3), text) -> logits (B, V, n) float32 (apply_views)."""
 
   def eval_step(params, frames, text: Prompts):
-    b, v = frames.shape[:2]
-    out = apply(model, params, frames.reshape(b * v, *frames.shape[2:]), text)
-    return out["logits"].astype(jnp.float32).reshape(b, v, -1)
+    return apply_views(model, params, frames, text)["logits"]
 
   return eval_step
+
+
+def replicate(text: Prompts, layout: sharding.Layout) -> Prompts:
+  """`text` on every device of `layout` (what the steps take)."""
+  return jax.device_put(jax.tree.map(jnp.asarray, text), layout.replicated)
 
 
 @dataclasses.dataclass
@@ -84,7 +97,7 @@ class Programs:
 
   def put(self, text: Prompts) -> Prompts:
     """`text` on every device (what the steps take)."""
-    return jax.device_put(jax.tree.map(jnp.asarray, text), self.layout.replicated)
+    return replicate(text, self.layout)
 
   def abstract_train_args(self, text: Prompts) -> tuple:
     """(state, batch, text) as ShapeDtypeStructs with their shardings."""
