@@ -11,11 +11,11 @@ import tempfile
 
 # torch 2.14 brings triton, whose LLVM copy clashes with TensorFlow's on CPU-only machines.
 sys.modules.setdefault("triton", None)
-# 8 simulated devices; LLVM optimisation off, since the tests' tiny programs spend far more
-# time compiling than running (about halves the suite's time).
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8"
-                           " --xla_backend_optimization_level=0").strip()
+import xla_env  # noqa: E402  (tests/ is on the path; it imports only os)
+
+# 8 simulated devices; the CPU compiler turned down (see xla_env.py: the tests' tiny programs
+# spend far more time compiling than running).
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_env.flags(8)).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent XLA compilation cache for the session, shared with pytest-xdist's worker

@@ -12,6 +12,7 @@ import pytest
 
 from data_pipelines import video_io
 from victr_jax import classify, clip, predict, train
+import xla_env
 
 
 @pytest.fixture(scope="module")
@@ -366,8 +367,7 @@ def test_rows_are_the_same_over_two_devices(folder, video_and_ckpt, tmp_path):
   videos, padded), writes the rows the tests' 8 devices write with batch 1 (-> 8)."""
   _, ckpt = video_and_ckpt
   script = os.path.join(os.path.dirname(sys.executable), "victr-classify")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = xla_env.env(devices=2)
   two, one = str(tmp_path / "two.jsonl"), str(tmp_path / "one.jsonl")
   args = ["--checkpoint", ckpt, "--labels", "running,jumping,swimming"]
   run = subprocess.run([script, folder, *args, "--out", two, "--batch", "5"],

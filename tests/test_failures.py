@@ -11,6 +11,7 @@ import pytest
 from data_pipelines import pipeline, records
 from test_train import _demo_cfg, _jpeg  # pylint: disable=g-bad-import-order
 from victr_jax import checkpointing, config_lib, train
+import xla_env  # pylint: disable=g-bad-import-order
 
 
 def _flip_bits(path, every=50_000):
@@ -165,7 +166,10 @@ def test_a_run_prints_progress_only_and_a_full_disk_is_one_error_line(tmp_path):
   if probe is None or probe.returncode:
     pytest.skip("no private mount namespace here to make a small disk: "
                 f"{probe.stderr.strip()[:200] if probe else 'unshare not found'}")
-  env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "XLA_FLAGS")}
+  # As a user runs it: no JAX_PLATFORMS, the machine's one CPU device (the compiler flags
+  # only shorten the compile).
+  env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+  env["XLA_FLAGS"] = xla_env.flags(devices=None)
   run = (f"mount -t tmpfs -o size=25m tmpfs {disk} && exec {sys.executable} -m victr_jax.main "
          f"--config=configs/demo.py:steps=10,frames=4,evals=none,data_dir={data} "
          f"--workdir={disk}/wd --config.checkpoint_every=5 "

@@ -6,13 +6,15 @@ import os
 import nbformat
 from nbclient import NotebookClient
 
+import xla_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _execute(tmp_path, monkeypatch):
   monkeypatch.setenv("VICTR_NOTEBOOK_OUT", str(tmp_path))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+  monkeypatch.setenv("XLA_FLAGS", xla_env.flags(devices=None))
   monkeypatch.setenv("PYTHONPATH", ROOT)
   nb = nbformat.read(os.path.join(ROOT, "notebooks", "demo.ipynb"), as_version=4)
   NotebookClient(nb, timeout=600, kernel_name="python3",

@@ -15,6 +15,7 @@ import pytest
 
 from data_pipelines import records, splits, video_io
 from victr_jax import checkpointing, config_lib, train
+import xla_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -125,11 +126,7 @@ def _main_cmd(workdir, args, extra=()):
 
 
 def _env(devices=8, **kw):
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} "
-                       "--xla_backend_optimization_level=0")
-  env.update(kw)
-  return env
+  return xla_env.env(devices, PYTHONPATH=ROOT, **kw)
 
 
 def _demo_flags(tmp, steps, ckpt_every=2):

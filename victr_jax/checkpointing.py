@@ -226,6 +226,12 @@ class Checkpointer:
   @property
   def manager(self) -> ocp.CheckpointManager:
     if self._manager is None:
+      # orbax splits each replicated array among its replicas so that several hosts share
+      # the writing; in one process that only adds a compiled slice per array, shape and
+      # device (about 50 s on the first save of a CLIP-sized tree on 8 CPU devices).
+      ocp.type_handlers.register_type_handler(
+          jax.Array, ocp.type_handlers.ArrayHandler(
+              use_replica_parallel=jax.process_count() > 1), override=True)
       self._manager = ocp.CheckpointManager(
           self.dir, options=ocp.CheckpointManagerOptions(
               max_to_keep=self._keep, enable_async_checkpointing=True,
