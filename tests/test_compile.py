@@ -14,9 +14,12 @@ KEYS = {"fits": bool, "hbm_bytes": int, "memory_bytes": dict, "flops": dict, "ro
         "collectives": dict}
 
 
-def _tiny(batch=16):
-  c = importlib.import_module("configs.demo").get_config("steps=10")
+def _tiny(batch=16, frames=8):
+  c = importlib.import_module("configs.demo").get_config(f"steps=10,frames={frames}")
   c.model.clip = "tiny"
+  # Unrolled towers: the demo's scanned ones would add a second, unrolled compile for the
+  # FLOP count (test_chunked_steps_are_counted_unrolled covers that path).
+  c.model.scan_layers = False
   c.data.batch_size = batch
   c.data.eval_batch_size = 8
   return c
@@ -116,8 +119,8 @@ def test_chunked_steps_are_counted_unrolled(tmp_path, no_data):
   block at a time (lax.map), the report counts the unrolled program, which does the work
   of the plain step and recomputes the chunks' scores on top."""
   def xla_flops(chunk):
-    c = _tiny()
-    c.model.head.attention_chunk, c.model.scan_layers = chunk, False  # the head's loops only
+    c = _tiny(frames=2)
+    c.model.head.attention_chunk = chunk  # the head's loops only
     assert compile_report.run(c, str(tmp_path / str(chunk)), "v5e:2x2",
                               train_only=True) == compile_report.FITS
     rep = json.load(open(tmp_path / str(chunk) / "compile_report.json"))
@@ -132,7 +135,7 @@ def test_chunked_steps_are_counted_unrolled(tmp_path, no_data):
 def test_a_loop_counted_once_is_not_reconciled(tmp_path, no_data, capsys):
   """Without the unrolled count, XLA's FLOPs of a chunked step count each loop body once:
   the report gives no (model + recompute) / XLA ratio for them rather than a wrong one."""
-  c = _tiny()
+  c = _tiny(frames=2)
   c.model.head.attention_chunk = 4
   assert compile_report.run(c, str(tmp_path), "v5e:2x2", count_flops=False,
                             train_only=True) == compile_report.FITS
