@@ -1,5 +1,6 @@
 """Classification metrics (victr_jax/metrics.py) against brute-force numpy/python."""
 import functools
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -306,8 +307,9 @@ def test_mean_std_and_harmonic_mean():
     M.mean_std([])
 
 
-@pytest.mark.parametrize("num_classes", [5, 60])
+@pytest.mark.parametrize("num_classes", [5, 60, 400])
 def test_plot_confusion_writes_png(tmp_path, rng, num_classes):
+  """A PNG for any class count; past 60 classes (K400's 400) one of a fixed 1440 px."""
   conf = rng.integers(0, 20, (num_classes, num_classes))
   conf[1] = 0  # an empty row must not divide by zero
   names = [f"class name {i}" for i in range(num_classes)]
@@ -315,6 +317,9 @@ def test_plot_confusion_writes_png(tmp_path, rng, num_classes):
   assert M.plot_confusion(conf, names, path, normalize=num_classes > 5) == path
   data = open(path, "rb").read()
   assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+  width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk
+  side = 120 * (max(6.0, 0.2 * num_classes + 3.0) if num_classes <= 60 else 12.0)
+  assert (width, height) == (int(side), int(side))
 
 
 # Non-finite scores -----------------------------------------------------------------------
