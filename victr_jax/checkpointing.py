@@ -209,6 +209,21 @@ def newest_intact(ckdir, load, quarantine=None):
   return None
 
 
+def set_replica_parallel(on: bool) -> None:
+  """orbax's array handler, replica-parallel or not. orbax splits each replicated array
+  among its replicas so that several hosts share the writing; in one process that only
+  adds a compiled slice per array, shape and device (benchmarks/checkpoint_save.py: the
+  first save of the demo model on 8 CPU devices 26-34x slower over two runs, later ones
+  2x)."""
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # orbax warns that a handler is replaced
+  try:
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=on), override=True)
+  finally:
+    logging.set_verbosity(level)
+
+
 class Checkpointer:
   """The train state and input position of a work directory, saved every N steps.
 
@@ -226,12 +241,7 @@ class Checkpointer:
   @property
   def manager(self) -> ocp.CheckpointManager:
     if self._manager is None:
-      # orbax splits each replicated array among its replicas so that several hosts share
-      # the writing; in one process that only adds a compiled slice per array, shape and
-      # device (about 50 s on the first save of a CLIP-sized tree on 8 CPU devices).
-      ocp.type_handlers.register_type_handler(
-          jax.Array, ocp.type_handlers.ArrayHandler(
-              use_replica_parallel=jax.process_count() > 1), override=True)
+      set_replica_parallel(jax.process_count() > 1)
       self._manager = ocp.CheckpointManager(
           self.dir, options=ocp.CheckpointManagerOptions(
               max_to_keep=self._keep, enable_async_checkpointing=True,
