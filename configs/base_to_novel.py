@@ -12,7 +12,7 @@ base_list= / novel_list= restrict the test sets likewise (base_val.txt, novel_va
 from data_pipelines import splits
 from victr_jax import config_lib
 
-from configs.few_shot import DATASETS  # pylint: disable=g-bad-import-order
+DATASETS = config_lib.TRANSFER_DATASETS  # as few_shot.py's
 
 
 def get_config(arg=None):

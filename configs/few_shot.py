@@ -14,12 +14,7 @@ test_list= restricts the test set likewise (formats: data_pipelines/splits.read_
 """
 from victr_jax import config_lib
 
-DATASETS = {  # name -> (classnames, train glob, test glob) under root
-    "hmdb51": ("hmdb51", "hmdb51/split1/train.tfrecord-*", "hmdb51/split1/test.tfrecord-*"),
-    "ucf101": ("ucf101", "ucf101/split1/train.tfrecord-*", "ucf101/split1/test.tfrecord-*"),
-    "k400": ("kinetics400", "kinetics400/train.tfrecord-*", "kinetics400/val.tfrecord-*"),
-    "ssv2": ("ssv2", "ssv2/train.tfrecord-*", "ssv2/val.tfrecord-*"),
-}
+DATASETS = config_lib.TRANSFER_DATASETS  # name -> (classnames, train glob, test glob)
 
 
 def get_config(arg=None):

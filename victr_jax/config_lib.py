@@ -1,4 +1,5 @@
-"""Config building blocks shared by configs/*.py, and the checks run before any compile.
+"""Config building blocks shared by configs/*.py, the checks run before any compile, and
+where the shipped config files are (`shipped_config`, `load_config`).
 
 A config is an ml_collections.ConfigDict with fields:
   config_version the layout of this config (config_version.py upgrades older ones)
@@ -80,6 +81,56 @@ def dataset(source="records", pattern="", classnames="", classes=(), group="", s
 
 def records_set(path_glob: str, classnames: str, **kw):
   return dataset("records", pattern=path_glob, classnames=classnames, **kw)
+
+
+# The transfer data sets of few_shot.py and base_to_novel.py: name -> (classnames, train
+# glob, test glob) under the data root (victr-prepare's --out folders).
+TRANSFER_DATASETS = {
+    "hmdb51": ("hmdb51", "hmdb51/split1/train.tfrecord-*", "hmdb51/split1/test.tfrecord-*"),
+    "ucf101": ("ucf101", "ucf101/split1/train.tfrecord-*", "ucf101/split1/test.tfrecord-*"),
+    "k400": ("kinetics400", "kinetics400/train.tfrecord-*", "kinetics400/val.tfrecord-*"),
+    "ssv2": ("ssv2", "ssv2/train.tfrecord-*", "ssv2/val.tfrecord-*"),
+}
+
+
+def config_dir() -> str:
+  """The folder of the shipped config files: victr_jax/configs/ in an installed wheel,
+  else the repository's configs/ beside the victr_jax package."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  shipped = os.path.join(here, "configs")
+  return shipped if os.path.isdir(shipped) else os.path.join(os.path.dirname(here), "configs")
+
+
+def shipped_config(path: str) -> str:
+  """A config argument 'FILE[:args]' with FILE made a file that exists: FILE itself when it
+  exists (relative to the current directory), else the shipped config of that name
+  ('configs/few_shot.py', 'few_shot.py' or 'few_shot' -> config_dir()/few_shot.py).
+  FileNotFoundError naming FILE when neither exists."""
+  file, sep, arg = path.partition(":")
+  if os.path.isfile(file):
+    return path
+  folder, name = os.path.split(os.path.normpath(file))
+  if folder in ("", "configs"):
+    name = name if name.endswith(".py") else name + ".py"
+    found = os.path.join(config_dir(), name)
+    if os.path.isfile(found):
+      return found + sep + arg
+  known = sorted(f for f in os.listdir(config_dir()) if f.endswith(".py") and
+                 not f.startswith("_")) if os.path.isdir(config_dir()) else []
+  raise FileNotFoundError(f"config file {file!r} not found (neither that path nor a shipped "
+                          f"config in {config_dir()}: {', '.join(known) or 'none'})")
+
+
+def load_config(path: str):
+  """`get_config(args)` of the config file 'FILE[:args]' (FILE found by `shipped_config`),
+  loaded by its path as ml_collections' config_flags does (no package context)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  file, sep, arg = shipped_config(path).partition(":")
+  name = "victr_config_" + os.path.splitext(os.path.basename(file))[0]
+  spec = importlib.util.spec_from_file_location(name, file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if sep else module.get_config()
 
 
 # Paper ablations (Tables 1 and 2) and baselines, as named variants of a config.
