@@ -3,6 +3,9 @@
   python -m victr_jax.main --config=configs/demo.py[:args] --workdir=DIR \
       [--config.key=value ...] [--mode=train|eval|train_and_eval|compile [--topology=v5e:8x8]]
 
+A --config file that does not exist is the shipped config of that name (configs/few_shot.py
+or few_shot.py: the repository's configs/, an installed wheel's victr_jax/configs/).
+
 Runs unchanged on one CPU, on all local devices, and on every host of a pod (run the same
 command on each host; on TPU pods jax.distributed initialises itself; elsewhere pass
 --coordinator=HOST:PORT --num_processes=N --process_id=I).
@@ -42,6 +45,31 @@ def _on_tpu_vm() -> bool:
     return False
   return (re.fullmatch(r"v\d\w*-\d+", os.environ.get("TPU_ACCELERATOR_TYPE", "")) is not None
           or os.environ.get("CLOUD_TPU_TASK_ID", "").isdigit())
+
+
+def shipped_config_args(args: list[str]) -> list[str]:
+  """args with a --config FILE[:args] that does not exist made the shipped config of that
+  name (config_lib.shipped_config: `--config=configs/few_shot.py:...` runs from any
+  directory with only the wheel installed); SystemExit(2) naming FILE when neither exists."""
+  out = list(args)
+  for i, a in enumerate(out):
+    name, eq, value = a.partition("=")
+    if name not in ("--config", "-config"):
+      continue
+    j = i if eq else i + 1
+    if j >= len(out):
+      break
+    value = value if eq else out[j]
+    if os.path.isfile(value.partition(":")[0]):
+      continue
+    from victr_jax import config_lib  # pylint: disable=g-import-not-at-top
+    try:
+      found = config_lib.shipped_config(value)
+    except FileNotFoundError as e:
+      print(f"victr_jax.main: error: --config: {e}", file=sys.stderr)
+      sys.exit(2)
+    out[j] = f"{name}={found}" if eq else found
+  return out
 
 
 def main(argv):
@@ -86,4 +114,4 @@ if __name__ == "__main__":
   for i, a in enumerate(args):
     if a == "-v" and not (i + 1 < len(args) and args[i + 1].lstrip("-").isdigit()):
       args[i] = "-v=0"
-  app.run(main, argv=args)
+  app.run(main, argv=shipped_config_args(args))

@@ -16,7 +16,6 @@ one failed, 2 for bad arguments.
 """
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import subprocess
@@ -75,8 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_config(run):
   """The run's config as victr_jax.main would build it (without reading weights)."""
   from victr_jax import config_lib  # pylint: disable=g-import-not-at-top
-  file, arg = run.config.split(":", 1)
-  c = importlib.import_module(f"configs.{file.removesuffix('.py')}").get_config(arg)
+  c = config_lib.load_config(run.config_path())
   for a in run.extra:
     field, value = a[len("--config."):].split("=", 1)
     config_lib.set_field(c, field, value, from_text=True)

@@ -18,7 +18,6 @@ import os
 import shlex
 import sys
 
-import configs as _configs
 from data_pipelines import gpath
 
 PROTOCOLS = ("zero_shot", "few_shot", "base_to_novel", "k400", "charades")
@@ -62,16 +61,22 @@ class Run:
   setting: str
   variant: str
   seed: int
-  config: str            # 'few_shot.py:dataset=hmdb51,...' (a file of the configs package)
+  config: str            # 'few_shot.py:dataset=hmdb51,...' (a shipped config file)
   workdir: str
   trains: bool
   extra: tuple = ()      # '--config.FIELD=VALUE' arguments
 
+  def config_path(self) -> str:
+    """'FILE:args' with FILE the shipped config's path (config_lib.config_dir(): the
+    repository's configs/ or an installed wheel's victr_jax/configs/), relative to the
+    current directory when it lies below it."""
+    from victr_jax import config_lib  # pylint: disable=g-import-not-at-top  # imports jax
+    file, arg = self.config.split(":", 1)
+    return f"{_short(os.path.join(config_lib.config_dir(), file))}:{arg}"
+
   def argv(self) -> list[str]:
     """The `python -m victr_jax.main` command line of this run."""
-    file, arg = self.config.split(":", 1)
-    cfg = _short(os.path.join(os.path.dirname(_configs.__file__), file))
-    return [sys.executable, "-m", "victr_jax.main", f"--config={cfg}:{arg}",
+    return [sys.executable, "-m", "victr_jax.main", f"--config={self.config_path()}",
             f"--workdir={self.workdir}", f"--mode={'train_and_eval' if self.trains else 'eval'}",
             *self.extra]
 
