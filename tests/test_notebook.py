@@ -1,12 +1,19 @@
-"""notebooks/demo.ipynb runs top to bottom (tiny model, generated video), on a CLIP
-checkpoint and on a trained VicTR work directory."""
+"""notebooks/demo.ipynb runs top to bottom on CPU (generated video): with OpenAI's ViT-B/16
+fetched as Colab fetches it, a server on 127.0.0.1 standing in for OpenAI's (a tiny
+OpenAI-layout checkpoint at a URL that carries its SHA-256), and with a trained VicTR work
+directory."""
+import hashlib
 import importlib
+import json
 import os
 
 import nbformat
 from nbclient import NotebookClient
 
+import clip_refs
+import http_files
 import xla_env
+from victr_jax.clip import fetch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,11 +31,26 @@ def _execute(tmp_path, monkeypatch):
   return nb, outputs
 
 
-def test_demo_notebook_executes(tmp_path, monkeypatch):
+def test_demo_notebook_fetches_clip_and_classifies(tmp_path, monkeypatch):
   monkeypatch.delenv("VICTR_WORKDIR", raising=False)
+  monkeypatch.delenv("VICTR_CHECKPOINT", raising=False)
   monkeypatch.chdir(tmp_path)  # no main job's work directory to find here
-  nb, outputs = _execute(tmp_path, monkeypatch)
-  assert "a red shape moving to the left" in outputs and "fresh head on" in outputs
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+  pt = str(tmp_path / "tiny_openai.pt")
+  clip_refs.save_openai_torchscript(clip_refs.open_clip_model(True), pt)
+  data = open(pt, "rb").read()
+  with http_files.serving() as server:
+    path = f"/clip/models/{hashlib.sha256(data).hexdigest()}/ViT-B-16.pt"
+    server.files[path] = data
+    monkeypatch.setenv(fetch.URLS_ENV, json.dumps({"ViT-B/16": server.url(path)}))
+    nb, outputs = _execute(tmp_path, monkeypatch)
+    assert server.requests == [(path, None)]  # fetched once
+  converted = tmp_path / "cache" / "victr-jax" / "converted" / "ViT-B-16"
+  assert "runtime: cpu" in outputs
+  assert f"ViT-B/16: {tmp_path}/cache/victr-jax/clip/ViT-B-16.pt (SHA-256 checked)" in outputs
+  assert f"model: {converted}" in outputs and (converted / "clip_config.json").exists()
+  assert "a red shape moving to the left" in outputs and f"fresh head on {converted}" in outputs
+  assert "RANDOM" not in outputs
   assert (tmp_path / "affinities.png").stat().st_size > 1000
   images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
   assert images
