@@ -71,9 +71,14 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
+    # Two top-level packages, victr_jax and data_pipelines; the repository's configs/ ships
+    # inside the first as victr_jax/configs/ (config_lib.shipped_config finds either).
     packages=setuptools.find_packages(
-        include=["victr_jax", "victr_jax.*", "data_pipelines", "data_pipelines.*", "configs"]),
+        include=["victr_jax", "victr_jax.*", "data_pipelines", "data_pipelines.*"])
+    + ["victr_jax.configs"],
+    package_dir={"victr_jax.configs": "configs"},
     package_data={"victr_jax.clip": ["*.txt.gz", "LICENSE-*.txt"],
+                  "victr_jax.configs": ["README.md"],
                   "victr_jax.reproduce": ["published.json"],
                   "data_pipelines": ["classnames/*.txt", "prompts/*.txt", "prompts/*/*.txt"]},
     include_package_data=True,
