@@ -126,13 +126,15 @@ def test_every_protocol_end_to_end_killed_resumed_and_tabulated(mini, tmp_path):
   assert p.returncode == 1, log[-3000:]
   assert "few_shot/ssv2/K2/seed1/victr: FAILED" in log and "data.train.pattern" in log
   assert "1 runs failed: few_shot/ssv2/K2/seed1/victr" in log
-  # The other protocols, one run each, into the same work directory.
+  # The other protocols, one run each, into the same work directory, started from another
+  # directory than the repository's (the runs name the shipped configs by path).
   for argv in (("base_to_novel", "--datasets", "ucf101", "--lists", lists), ("k400",),
                ("charades",)):
-    p = _reproduce(out, *argv, *common, "--variants", "victr")
+    p = _reproduce(out, *argv, *common, "--variants", "victr", cwd=str(tmp_path))
     log = p.communicate()[0]
     assert p.returncode == 0, log[-3000:]
-  # A rerun retrains nothing.
+  # A rerun retrains nothing, from the repository's directory too (its command names
+  # configs/k400.py, the first one's an absolute path).
   ckpts = os.path.join(out, "k400", "victr", "checkpoints")
   before = sorted(os.listdir(ckpts))
   p = _reproduce(out, "k400", *common, "--variants", "victr")

@@ -203,6 +203,15 @@ def execute(run, log_path: str) -> int:
   return rc
 
 
+def _finished_as(record: dict, run) -> bool:
+  """A finished run's reproduce.json is this run's: the same config with its arguments, the
+  same --config.FIELD=VALUE arguments and mode. Not its command text, whose config path is
+  relative to the directory victr-reproduce started from (a rerun from elsewhere skips too)."""
+  r = record.get("run") or {}
+  return ((r.get("config"), tuple(r.get("extra") or ()), r.get("trains")) ==
+          (run.config, tuple(run.extra), run.trains))
+
+
 def main(argv=None) -> int:
   console.quiet_logging()
   p = build_parser()
@@ -235,7 +244,7 @@ def main(argv=None) -> int:
   for i, run in enumerate(runs, 1):
     done_path = os.path.join(run.workdir, DONE)
     if gpath.exists(done_path):
-      if json.loads(gpath.read_text(done_path)).get("command") == run.command():
+      if _finished_as(json.loads(gpath.read_text(done_path)), run):
         print(f"[{i}/{len(runs)}] {run.name}: done, skipped", flush=True)
         continue
       gpath.remove(done_path)  # another command in the same directory: run it (it resumes)
