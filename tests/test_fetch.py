@@ -137,3 +137,14 @@ def test_a_network_error_names_the_url_and_the_manual_path(monkeypatch, tmp_path
   assert f"could not download {url}" in err and "curl -L -o ViT-B-16.pt" in err
   assert "victr-convert-clip ViT-B-16.pt OUT" in err and err.count("error:") == 1
   assert os.listdir(tmp_path / "c") == []
+
+
+def test_without_torch_it_says_so_before_downloading(server, monkeypatch, tmp_path, capsys):
+  """OpenAI's archives are TorchScript: without torch, one error line and no request."""
+  _serve(server, monkeypatch, b"not fetched")
+  monkeypatch.setattr(convert, "torch_available", lambda: False)
+  assert convert.main(["--fetch", "ViT-B/16", str(tmp_path / "out"),
+                       "--cache", str(tmp_path / "c")]) == 2
+  err = capsys.readouterr().err
+  assert "needs torch: pip install 'victr-jax[torch]'" in err and err.count("\n") == 1
+  assert server.requests == [] and not os.path.exists(tmp_path / "c")

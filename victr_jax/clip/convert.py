@@ -8,6 +8,7 @@ DST holds clip_config.json (architecture, activation) and params.msgpack (float3
 ViT-L/14@336px; the download stays in --cache for the next call.
 """
 import argparse
+import importlib.util
 import sys
 import time
 
@@ -16,6 +17,10 @@ from victr_jax import console
 console.quiet_environment()  # before jax is imported
 
 from victr_jax.clip import checkpoint, fetch  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def torch_available() -> bool:
+  return importlib.util.find_spec("torch") is not None
 
 
 def main(argv=None):
@@ -45,6 +50,11 @@ def main(argv=None):
   t0 = time.time()
   try:
     if args.fetch:
+      if not torch_available():  # say so before a download of hundreds of MB
+        raise checkpoint.CheckpointError(
+            f"--fetch {args.fetch}: OpenAI's checkpoints are TorchScript archives, and reading "
+            "one needs torch: pip install 'victr-jax[torch]' (Colab has it), then run this "
+            "again")
       args.src, args.dst = fetch.fetch(args.fetch, args.cache), args.paths[0]
       print(f"{args.fetch}: {args.src} (SHA-256 checked)", flush=True)
     else:
