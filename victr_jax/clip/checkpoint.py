@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from typing import Any, Optional
 
 import flax
@@ -83,7 +84,9 @@ def _read_torch_file(path) -> tuple[dict[str, np.ndarray], str]:
   """Returns (state dict, 'openai' for a TorchScript archive else 'state_dict')."""
   torch = _require_torch(path)
   try:
-    archive = torch.jit.load(path, map_location="cpu")
+    with warnings.catch_warnings():  # torch's deprecation notice of jit.load: not the user's
+      warnings.simplefilter("ignore", FutureWarning)
+      archive = torch.jit.load(path, map_location="cpu")
     return _to_numpy(archive.state_dict()), "openai"
   except RuntimeError:
     pass  # Not TorchScript: a pickled state dict.
