@@ -2,7 +2,10 @@
 requests (206) unless told not to, can drop a connection part way, and records every
 request (path, Range header)."""
 import contextlib
+import hashlib
 import http.server
+import json
+import os
 import threading
 
 
@@ -65,3 +68,14 @@ def serving():
   finally:
     server.httpd.shutdown()
     server.httpd.server_close()
+
+
+def serve_clip(server, monkeypatch, data: bytes, name: str = "ViT-B/16", sha: str = "") -> str:
+  """Serves `data` as OpenAI's checkpoint `name`: at /clip/models/SHA/FILE (SHA: its
+  SHA-256, or `sha`), with VICTR_CLIP_URLS pointing `name` there. Returns the path."""
+  from victr_jax.clip import fetch  # pylint: disable=g-import-not-at-top
+  sha = sha or hashlib.sha256(data).hexdigest()
+  path = f"/clip/models/{sha}/{os.path.basename(fetch.OPENAI[name])}"
+  server.files[path] = data
+  monkeypatch.setenv(fetch.URLS_ENV, json.dumps({name: server.url(path)}))
+  return path

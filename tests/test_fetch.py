@@ -4,7 +4,6 @@ The right checksum converts (the parameters the file converts to from disk), a w
 is an error that keeps nothing, a dropped connection resumes (or restarts where the server
 does not resume), a killed download's part file is never trusted, a second call reads the
 cache, and a network error names the URL and the manual path."""
-import hashlib
 import json
 import os
 import subprocess
@@ -33,15 +32,6 @@ def server():
     yield s
 
 
-def _serve(server, monkeypatch, data, sha=None, name="ViT-B/16"):
-  """Serves `data` at OpenAI's layout of URL (its SHA-256, or `sha`) for `name`."""
-  sha = sha or hashlib.sha256(data).hexdigest()
-  path = f"/clip/models/{sha}/{os.path.basename(fetch.OPENAI[name])}"
-  server.files[path] = data
-  monkeypatch.setenv(fetch.URLS_ENV, json.dumps({name: server.url(path)}))
-  return path
-
-
 def _params(directory):
   return checkpoint.load_params(directory)[1]
 
@@ -62,7 +52,7 @@ def test_the_published_urls_carry_their_checksums():
 def test_right_checksum_converts_and_a_second_call_reads_the_cache(openai_pt, server,
                                                                   monkeypatch, tmp_path):
   data, src = openai_pt
-  path = _serve(server, monkeypatch, data)
+  path = http_files.serve_clip(server, monkeypatch, data)
   cache, out = str(tmp_path / "cache"), str(tmp_path / "vitb16")
   script = os.path.join(os.path.dirname(sys.executable), "victr-convert-clip")
   run = subprocess.run([script, "--fetch", "ViT-B/16", out, "--cache", cache],
@@ -83,7 +73,7 @@ def test_right_checksum_converts_and_a_second_call_reads_the_cache(openai_pt, se
 def test_a_wrong_checksum_is_an_error_and_nothing_is_kept(openai_pt, server, monkeypatch,
                                                           tmp_path, capsys):
   data, _ = openai_pt
-  _serve(server, monkeypatch, data, sha="0" * 64)
+  http_files.serve_clip(server, monkeypatch, data, sha="0" * 64)
   cache = str(tmp_path / "cache")
   assert convert.main(["--fetch", "ViT-B/16", str(tmp_path / "out"), "--cache", cache]) == 2
   err = capsys.readouterr().err
@@ -97,7 +87,7 @@ def test_a_wrong_checksum_is_an_error_and_nothing_is_kept(openai_pt, server, mon
 def test_a_dropped_connection_resumes_or_restarts(openai_pt, server, monkeypatch, tmp_path,
                                                   ranges):
   data, _ = openai_pt
-  path = _serve(server, monkeypatch, data)
+  path = http_files.serve_clip(server, monkeypatch, data)
   server.ranges, server.drop_after = ranges, len(data) // 3
   got = fetch.fetch("ViT-B/16", str(tmp_path), progress=False)
   assert open(got, "rb").read() == data
@@ -111,7 +101,7 @@ def test_a_killed_download_is_never_trusted(openai_pt, server, monkeypatch, tmp_
   with bytes that are not the file's fails the checksum, is removed, and the next call
   downloads afresh."""
   data, _ = openai_pt
-  path = _serve(server, monkeypatch, data)
+  path = http_files.serve_clip(server, monkeypatch, data)
   part = tmp_path / "ViT-B-16.pt.part"
   part.write_bytes(data[:1000])
   assert open(fetch.fetch("ViT-B/16", str(tmp_path), progress=False), "rb").read() == data
@@ -141,7 +131,7 @@ def test_a_network_error_names_the_url_and_the_manual_path(monkeypatch, tmp_path
 
 def test_without_torch_it_says_so_before_downloading(server, monkeypatch, tmp_path, capsys):
   """OpenAI's archives are TorchScript: without torch, one error line and no request."""
-  _serve(server, monkeypatch, b"not fetched")
+  http_files.serve_clip(server, monkeypatch, b"not fetched")
   monkeypatch.setattr(convert, "torch_available", lambda: False)
   assert convert.main(["--fetch", "ViT-B/16", str(tmp_path / "out"),
                        "--cache", str(tmp_path / "c")]) == 2

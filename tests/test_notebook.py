@@ -2,9 +2,7 @@
 fetched as Colab fetches it, a server on 127.0.0.1 standing in for OpenAI's (a tiny
 OpenAI-layout checkpoint at a URL that carries its SHA-256), and with a trained VicTR work
 directory."""
-import hashlib
 import importlib
-import json
 import os
 
 import nbformat
@@ -13,7 +11,6 @@ from nbclient import NotebookClient
 import clip_refs
 import http_files
 import xla_env
-from victr_jax.clip import fetch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,9 +37,7 @@ def test_demo_notebook_fetches_clip_and_classifies(tmp_path, monkeypatch):
   clip_refs.save_openai_torchscript(clip_refs.open_clip_model(True), pt)
   data = open(pt, "rb").read()
   with http_files.serving() as server:
-    path = f"/clip/models/{hashlib.sha256(data).hexdigest()}/ViT-B-16.pt"
-    server.files[path] = data
-    monkeypatch.setenv(fetch.URLS_ENV, json.dumps({"ViT-B/16": server.url(path)}))
+    path = http_files.serve_clip(server, monkeypatch, data)
     nb, outputs = _execute(tmp_path, monkeypatch)
     assert server.requests == [(path, None)]  # fetched once
   converted = tmp_path / "cache" / "victr-jax" / "converted" / "ViT-B-16"

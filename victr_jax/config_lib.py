@@ -36,7 +36,6 @@ HEAD_LR = 1e-3
 GATE_LR = 5e-2
 
 
-
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   """'dataset=hmdb51,shots=2' -> ConfigDict with typed defaults (big_vision style). Every
   config also takes evals= (see `select_evals`)."""
